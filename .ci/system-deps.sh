@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Debian packages the tests use: GDAL's command-line tools, and QGIS with PyQGIS
+# for the QGIS round-trip tests (run headless with Debian's /usr/bin/python3).
+set -euo pipefail
+need=()
+command -v gdalinfo >/dev/null 2>&1 || need+=(gdal-bin)
+dpkg -s python3-qgis >/dev/null 2>&1 || need+=(python3-qgis)
+dpkg -s qgis-providers >/dev/null 2>&1 || need+=(qgis-providers)
+if [ ${#need[@]} -gt 0 ]; then
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi

@@ -1,0 +1,1 @@
+"""The ``geoseg`` command line: one module per command, options shared in ``options``."""

@@ -1,0 +1,70 @@
+"""``geoseg model``: create and inspect model bundles."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from geoseg.cli.main import debug_option
+
+
+@click.group()
+def model() -> None:
+    """Create and inspect model bundles."""
+
+
+@model.command("init")
+@click.argument("architecture")
+@click.option("--encoder", default="resnet34", show_default=True, help="smp/timm encoder name.")
+@click.option("--bands", default="1,2,3", show_default=True, help="Input band indexes, in model order.")
+@click.option("--classes", "classes", default="background,building,road,water", show_default=True,
+              help="Comma-separated class names (background is prepended if absent), or a class-list YAML.")
+@click.option("--mean", default=None, help="Per-band means, comma-separated (default 0).")
+@click.option("--std", default=None, help="Per-band standard deviations (default 1).")
+@click.option("--tile-size", type=int, default=512, show_default=True)
+@click.option("--overlap", type=int, default=32, show_default=True)
+@click.option("--gsd", type=float, default=None, help="Ground sample distance in metres.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("-o", "--output", required=True, type=click.Path(), help="Bundle directory to write.")
+@click.option("--overwrite", is_flag=True)
+@debug_option
+def init(architecture, encoder, bands, classes, mean, std, tile_size, overlap, gsd, seed, output, overwrite):
+    """Write a randomly initialised bundle of ARCHITECTURE."""
+    from geoseg.bundle import init_bundle
+
+    path = init_bundle(architecture, output, encoder=encoder, bands=_ints(bands, "--bands"),
+                       classes=classes, mean=_floats(mean, "--mean"), std=_floats(std, "--std"),
+                       tile_size=tile_size, overlap=overlap, gsd=gsd, seed=seed, overwrite=overwrite)
+    click.echo(path)
+
+
+@model.command("info")
+@click.argument("bundle", type=click.Path())
+@debug_option
+def info(bundle):
+    """Print a bundle's description after checking its weights load."""
+    from geoseg.bundle import load_bundle
+
+    b = load_bundle(bundle)
+    click.echo(json.dumps(b.meta.to_json(), indent=2))
+
+
+def _ints(text: str, name: str) -> tuple[int, ...]:
+    from geoseg.errors import GeosegError
+
+    try:
+        return tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise GeosegError(f"{name} must be comma-separated integers, got {text!r}") from None
+
+
+def _floats(text: str | None, name: str) -> tuple[float, ...] | None:
+    from geoseg.errors import GeosegError
+
+    if text is None:
+        return None
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise GeosegError(f"{name} must be comma-separated numbers, got {text!r}") from None

@@ -1,0 +1,39 @@
+"""Options shared by every command that processes rasters, defined once."""
+
+from __future__ import annotations
+
+import click
+
+from geoseg.blending import BLEND_MODES
+
+tile_size_opt = click.option("--tile-size", type=int, default=None,
+                             help="Model input tile in pixels (default: the bundle's).")
+overlap_opt = click.option("--overlap", type=int, default=None,
+                           help="Pixels shared by neighbouring tiles (default: the bundle's).")
+blend_opt = click.option("--blend", type=click.Choice(sorted(BLEND_MODES)), default="cosine", show_default=True,
+                         help="How overlapping tiles are blended.")
+chunk_size_opt = click.option("--chunk-size", type=int, default=2048, show_default=True,
+                              help="Pixels per Dask task side (rounded to whole tiles).")
+workers_opt = click.option("--workers", type=int, default=None,
+                           help="Local parallelism: threads, or processes with --scheduler local.")
+scheduler_opt = click.option("--scheduler", default="threads", show_default=True,
+                             help="threads, sync, local (a LocalCluster) or a dask.distributed address.")
+device_opt = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
+                          show_default=True, help="Where the model runs.")
+batch_size_opt = click.option("--batch-size", type=int, default=4, show_default=True,
+                              help="Tiles per forward pass.")
+probabilities_opt = click.option("--probabilities", is_flag=True,
+                                 help="Also write NAME.probs.tif, one uint8 band per class.")
+overwrite_opt = click.option("--overwrite", is_flag=True, help="Replace outputs that exist.")
+allow_no_crs_opt = click.option("--allow-no-crs", is_flag=True, help="Process rasters that have no CRS.")
+progress_opt = click.option("--progress/--no-progress", default=True, help="Show a progress bar on stderr.")
+output_dir_opt = click.option("-o", "--output", "output", required=True, type=click.Path(file_okay=False),
+                              help="Output directory.")
+
+
+def raster_processing_options(f):
+    """Decorate a command with every option shared by raster-processing commands."""
+    for opt in reversed([tile_size_opt, overlap_opt, blend_opt, chunk_size_opt, workers_opt, scheduler_opt,
+                         device_opt, batch_size_opt, overwrite_opt, allow_no_crs_opt, progress_opt]):
+        f = opt(f)
+    return f

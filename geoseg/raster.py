@@ -1,0 +1,108 @@
+"""Opening, checking and reading input scenes.
+
+Tasks get a path and a window and open the file themselves: rasterio
+datasets cannot be pickled or shared between threads.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import rasterio
+from rasterio.enums import MaskFlags
+from rasterio.errors import RasterioError
+from rasterio.windows import Window
+
+from geoseg.errors import GeosegError
+
+
+@dataclass(frozen=True)
+class SceneInfo:
+    """What a task needs to know about an input scene."""
+
+    path: str
+    height: int
+    width: int
+    count: int
+    crs: rasterio.crs.CRS | None
+    transform: rasterio.Affine
+    nodata: tuple[float | None, ...]  # per band, 1-based band i at index i-1
+    dataset_mask: bool  # a per-dataset mask or alpha band marks nodata
+
+    @property
+    def res(self) -> tuple[float, float]:
+        return abs(self.transform.a), abs(self.transform.e)
+
+
+def inspect_scene(path: str | os.PathLike, bands: tuple[int, ...] = (), allow_no_crs: bool = False) -> SceneInfo:
+    """Open a scene and check it can be processed; one clear error if not."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise GeosegError("no such file", path)
+    if os.path.isdir(path):
+        raise GeosegError("is a directory, not a raster", path)
+    try:
+        with rasterio.open(path) as src:
+            info = SceneInfo(
+                path=path,
+                height=src.height,
+                width=src.width,
+                count=src.count,
+                crs=src.crs,
+                transform=src.transform,
+                nodata=tuple(src.nodatavals),
+                dataset_mask=any(
+                    MaskFlags.per_dataset in f or MaskFlags.alpha in f for f in src.mask_flag_enums
+                ),
+            )
+            # A truncated file often opens (its header is intact) but its last
+            # blocks are gone: reading the last pixel finds that before any work.
+            src.read(1, window=Window(src.width - 1, src.height - 1, 1, 1))
+    except RasterioError as exc:
+        raise GeosegError(f"not a readable raster ({_gdal_reason(exc)})", path) from None
+    if bands and max(bands) > info.count:
+        raise GeosegError(
+            f"has {info.count} band{'s' if info.count != 1 else ''} but the model needs bands "
+            f"{','.join(map(str, bands))}",
+            path,
+        )
+    if info.crs is None and not allow_no_crs:
+        raise GeosegError("has no CRS; pass --allow-no-crs to process it anyway", path)
+    return info
+
+
+def _gdal_reason(exc: Exception) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) < 200 else text[:197] + "..."
+
+
+def read_window(
+    info: SceneInfo, window: Window, bands: tuple[int, ...]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Read ``bands`` in ``window`` as float32, and a mask of valid pixels.
+
+    A pixel is valid when at least one of the bands is not nodata.
+    """
+    try:
+        with rasterio.open(info.path) as src:
+            data = src.read(indexes=list(bands), window=window, out_dtype="float32")
+            if info.dataset_mask:
+                valid = src.read_masks(bands[0], window=window) > 0
+            else:
+                valid = _valid_from_nodata(data, [info.nodata[b - 1] for b in bands])
+    except RasterioError as exc:
+        raise GeosegError(f"read failed at {window!r} ({_gdal_reason(exc)})", info.path) from None
+    return data, valid
+
+
+def _valid_from_nodata(data: np.ndarray, nodata: list[float | None]) -> np.ndarray:
+    if all(nd is None for nd in nodata):
+        return np.ones(data.shape[1:], dtype=bool)
+    valid = np.zeros(data.shape[1:], dtype=bool)
+    for band, nd in zip(data, nodata):
+        if nd is None:
+            return np.ones(data.shape[1:], dtype=bool)
+        valid |= ~np.isnan(band) if np.isnan(nd) else band != np.float32(nd)
+    return valid

@@ -1,0 +1,73 @@
+"""Choosing where Dask runs: local threads, a local cluster, or an existing one.
+
+``--scheduler`` takes ``threads`` (the default: Dask's threaded scheduler in
+this process), ``sync`` (one thread, for debugging), ``local`` (a
+``distributed.LocalCluster`` of ``--workers`` processes), or the address of a
+running ``dask.distributed`` scheduler such as ``tcp://host:8786``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from geoseg.errors import GeosegError
+
+LOCAL_SCHEDULERS = ("threads", "sync")
+
+
+@dataclass
+class Runner:
+    """Either a local Dask scheduler name or a ``distributed.Client``."""
+
+    scheduler: str
+    workers: int
+    client: object | None = None
+
+    @property
+    def distributed(self) -> bool:
+        return self.client is not None
+
+    @property
+    def torch_threads(self) -> int | None:
+        """Intra-op threads per worker process, so processes do not oversubscribe cores."""
+        if self.client is None:
+            return None
+        return max(1, (os.cpu_count() or 1) // max(1, self.workers))
+
+
+def default_workers() -> int:
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+@contextlib.contextmanager
+def open_runner(scheduler: str | None = None, workers: int | None = None, client: object | None = None) -> Iterator[Runner]:
+    """Yield a :class:`Runner`; clusters started here are closed afterwards."""
+    workers = workers or default_workers()
+    if client is not None:
+        yield Runner("distributed", workers, client)
+        return
+    scheduler = (scheduler or "threads").strip()
+    if scheduler in LOCAL_SCHEDULERS:
+        yield Runner(scheduler, workers)
+        return
+    from distributed import Client, LocalCluster
+
+    if scheduler == "local":
+        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                          dashboard_address=None) as cluster, Client(cluster) as c:
+            yield Runner("local", workers, c)
+        return
+    if "://" not in scheduler:
+        raise GeosegError(
+            f"unknown scheduler {scheduler!r}; use threads, sync, local or an address like tcp://host:8786"
+        )
+    try:
+        c = Client(scheduler, timeout="10s")
+    except (OSError, TimeoutError) as exc:
+        raise GeosegError(f"cannot reach the Dask scheduler at {scheduler} ({exc})") from None
+    with c:
+        n = len(c.scheduler_info().get("workers", {})) or workers
+        yield Runner(scheduler, n, c)

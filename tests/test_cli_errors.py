@@ -1,0 +1,133 @@
+"""Every bad input gets one line naming the file and the problem, exit 1, and no output."""
+
+from __future__ import annotations
+
+import os
+import pickle
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from geoseg.cli.main import cli
+from tests.conftest import structured_scene, write_scene
+
+
+def run_cli(*args: str):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def assert_one_line_error(result, *needles: str) -> str:
+    assert result.exit_code == 1, (result.exit_code, result.output)
+    err = result.stderr.strip()
+    assert "\n" not in err, err
+    assert err.startswith("geoseg: error: ")
+    assert "Traceback" not in result.output
+    for n in needles:
+        assert n in err, (n, err)
+    return err
+
+
+@pytest.fixture()
+def scene(tmp_path):
+    return write_scene(tmp_path / "ok.tif", structured_scene(96, 96))
+
+
+def assert_no_output(out):
+    assert not out.exists() or not any(out.iterdir()), sorted(os.listdir(out))
+
+
+def test_missing_path(linear_bundle, tmp_path):
+    r = run_cli("predict", linear_bundle, tmp_path / "nope.tif", "-o", tmp_path / "out")
+    assert_one_line_error(r, "nope.tif", "no such file")
+    assert not (tmp_path / "out").exists()
+
+
+def test_not_a_raster(linear_bundle, tmp_path):
+    bad = tmp_path / "notes.tif"
+    bad.write_text("these are not pixels\n")
+    r = run_cli("predict", linear_bundle, bad, "-o", tmp_path / "out")
+    assert_one_line_error(r, "notes.tif", "not a readable raster")
+    assert not (tmp_path / "out").exists()
+
+
+def test_truncated_geotiff(linear_bundle, tmp_path):
+    path = write_scene(tmp_path / "cut.tif", structured_scene(600, 600), tiled=True)
+    size = path.stat().st_size
+    with open(path, "r+b") as f:
+        f.truncate(size // 2)
+    r = run_cli("predict", linear_bundle, path, "-o", tmp_path / "out")
+    assert_one_line_error(r, "cut.tif")
+    assert_no_output(tmp_path / "out")
+
+
+def test_too_few_bands(linear_bundle, tmp_path):
+    path = write_scene(tmp_path / "pan.tif", structured_scene(64, 64, bands=1))
+    r = run_cli("predict", linear_bundle, path, "-o", tmp_path / "out")
+    assert_one_line_error(r, "pan.tif", "has 1 band but the model needs bands 1,2,3")
+
+
+def test_no_crs_is_refused_unless_allowed(linear_bundle, tmp_path):
+    path = write_scene(tmp_path / "nocrs.tif", structured_scene(64, 64), crs=None)
+    r = run_cli("predict", linear_bundle, path, "-o", tmp_path / "out")
+    assert_one_line_error(r, "nocrs.tif", "has no CRS", "--allow-no-crs")
+    assert_no_output(tmp_path / "out")
+    r = run_cli("predict", linear_bundle, path, "-o", tmp_path / "out", "--allow-no-crs", "--no-progress")
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "out" / "nocrs.classes.tif").exists()
+
+
+def test_empty_folder(linear_bundle, tmp_path):
+    (tmp_path / "scenes").mkdir()
+    r = run_cli("predict", linear_bundle, tmp_path / "scenes", "-o", tmp_path / "out")
+    assert_one_line_error(r, "scenes", "folder holds no GeoTIFF")
+
+
+def test_unwritable_output_directory(linear_bundle, scene, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    r = run_cli("predict", linear_bundle, scene, "-o", blocker / "out")
+    assert_one_line_error(r, "out", "output directory is not writable")
+    if os.geteuid() != 0:  # root ignores permission bits
+        ro = tmp_path / "ro"
+        ro.mkdir(mode=0o500)
+        r = run_cli("predict", linear_bundle, scene, "-o", ro)
+        assert_one_line_error(r, "ro", "not writable")
+
+
+def test_bundle_with_missing_or_mismatched_weights(tmp_path, scene):
+    r = run_cli("model", "init", "unet", "--encoder", "resnet18", "--tile-size", "64", "--overlap", "16",
+                "-o", tmp_path / "b")
+    assert r.exit_code == 0, r.output
+    w = tmp_path / "b" / "model.safetensors"
+    data = w.read_bytes()
+    w.unlink()
+    r = run_cli("predict", tmp_path / "b", scene, "-o", tmp_path / "out")
+    assert_one_line_error(r, "bundle has no weights")
+    assert_no_output(tmp_path / "out")
+    w.write_bytes(data)
+    meta = (tmp_path / "b" / "geoseg.json").read_text().replace('"resnet18"', '"resnet34"')
+    (tmp_path / "b" / "geoseg.json").write_text(meta)
+    r = run_cli("predict", tmp_path / "b", scene, "-o", tmp_path / "out")
+    assert_one_line_error(r, "model.safetensors", "weights do not match geoseg.json")
+    assert_no_output(tmp_path / "out")
+
+
+def test_pickle_checkpoint(tmp_path, scene):
+    ckpt = tmp_path / "model.pt"
+    ckpt.write_bytes(pickle.dumps({"state": np.zeros(3)}))
+    r = run_cli("predict", ckpt, scene, "-o", tmp_path / "out")
+    assert_one_line_error(r, "model.pt", "pickle checkpoint")
+
+
+def test_unknown_scheduler_and_overlap(linear_bundle, scene, tmp_path):
+    r = run_cli("predict", linear_bundle, scene, "-o", tmp_path / "out", "--scheduler", "thread")
+    assert_one_line_error(r, "unknown scheduler 'thread'")
+    r = run_cli("predict", linear_bundle, scene, "-o", tmp_path / "out", "--overlap", "100")
+    assert_one_line_error(r, "overlap must be between 0 and half the tile size (64)")
+
+
+def test_debug_shows_the_traceback(linear_bundle, tmp_path):
+    r = run_cli("predict", linear_bundle, tmp_path / "nope.tif", "-o", tmp_path / "out", "--debug")
+    assert r.exit_code == 1
+    assert "Traceback" in r.stderr and "nope.tif: no such file" in r.stderr

@@ -1,0 +1,91 @@
+"""The class raster's georeferencing, nodata, colour map and COG layout."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+import rasterio
+from rasterio.transform import from_origin
+
+from geoseg.predict import PredictOptions, predict
+from tests.conftest import known_class, structured_scene, write_scene
+
+
+@pytest.fixture(scope="module")
+def predicted(linear_bundle, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("out")
+    data = structured_scene(1100, 1300, seed=3)
+    data[:, :50, :] = 0
+    transform = from_origin(500000.0, 4100000.0, 0.3, 0.3)
+    scene = write_scene(tmp / "scene.tif", data, crs="EPSG:32633", transform=transform)
+    (res,) = predict(linear_bundle, [str(scene)], tmp / "out", PredictOptions(progress=False))
+    return scene, data, res
+
+
+def test_georeferencing_size_and_nodata_match_the_input(predicted):
+    scene, data, res = predicted
+    assert res.classes.name == "scene.classes.tif"
+    with rasterio.open(scene) as src, rasterio.open(res.classes) as out:
+        assert out.crs == src.crs and out.crs.to_epsg() == 32633
+        assert out.transform == src.transform
+        assert (out.width, out.height, out.count) == (1300, 1100, 1)
+        assert out.dtypes == ("uint8",) and out.nodata == 255
+        arr = out.read(1)
+    assert (arr[:50] == 255).all()
+    np.testing.assert_array_equal(arr[50:], known_class(data)[50:])
+
+
+def test_colour_map_description_and_class_metadata(predicted):
+    _, _, res = predicted
+    with rasterio.open(res.classes) as out:
+        cmap = out.colormap(1)
+        assert cmap[0] == (0, 0, 0, 255)
+        assert cmap[1] == (0xE3, 0x1A, 0x1C, 255)  # building
+        assert cmap[2] == (0x1F, 0x78, 0xB4, 255)  # water
+        assert cmap[255][3] == 0  # nodata is transparent
+        assert out.descriptions == ("class",)
+        classes = json.loads(out.tags()["GEOSEG_CLASSES"])
+        assert [c["name"] for c in classes] == ["background", "building", "water"]
+
+
+def test_cog_layout_per_gdal_and_mode_overviews(predicted):
+    _, _, res = predicted
+    with rasterio.open(res.classes) as out:
+        assert out.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
+        assert out.block_shapes == [(512, 512)]
+        # overviews halve until the scene fits in one 512 block: 1300 -> 650 -> 325
+        assert out.overviews(1) == [2, 4]
+        ov = out.read(1, out_shape=(550, 650))  # served from the overview
+    # MODE (never averaging) keeps overview values inside the class ids and nodata
+    assert set(np.unique(ov)) <= {0, 1, 2, 255}
+    if shutil.which("gdalinfo"):  # gdal-bin, installed by .ci/run; rasterio's GDAL said the same above
+        info = subprocess.run(["gdalinfo", str(res.classes)], capture_output=True, text=True, check=True)
+        assert "LAYOUT=COG" in info.stdout
+
+
+def test_small_raster_and_all_nodata_scene(linear_bundle, tmp_path):
+    tiny = structured_scene(20, 33, seed=5)
+    empty = np.zeros((3, 700, 800), dtype=np.uint8)
+    write_scene(tmp_path / "tiny.tif", tiny)
+    write_scene(tmp_path / "empty.tif", empty)
+    outs = predict(linear_bundle, [str(tmp_path)], tmp_path / "out", PredictOptions(progress=False))
+    got = {o.classes.name: rasterio.open(o.classes).read(1) for o in outs}
+    np.testing.assert_array_equal(got["tiny.classes.tif"], known_class(tiny))
+    assert (got["empty.classes.tif"] == 255).all()
+
+
+def test_existing_outputs_are_skipped_unless_overwrite(linear_bundle, tmp_path):
+    write_scene(tmp_path / "a.tif", structured_scene(64, 64))
+    out = tmp_path / "out"
+    (res,) = predict(linear_bundle, [str(tmp_path / "a.tif")], out, PredictOptions(progress=False))
+    res.classes.write_bytes(b"sentinel")
+    predict(linear_bundle, [str(tmp_path / "a.tif")], out, PredictOptions(progress=False))
+    assert res.classes.read_bytes() == b"sentinel"
+    predict(linear_bundle, [str(tmp_path / "a.tif")], out, PredictOptions(progress=False, overwrite=True))
+    with rasterio.open(res.classes) as src:
+        assert src.read(1).shape == (64, 64)
+    assert sorted(p.name for p in out.iterdir()) == ["a.classes.tif"]  # no temporary files left
