@@ -46,25 +46,45 @@ class Predictor:
         self._lock = threading.Lock()
 
     @torch.inference_mode()
-    def probabilities(self, tiles: np.ndarray) -> torch.Tensor:
-        """Softmax probabilities ``(N, K, T, T)`` float32 for normalised tiles ``(N, C, T, T)``."""
+    def logits(self, tiles: np.ndarray) -> torch.Tensor:
+        """Float32 logits ``(N, K, T, T)`` for normalised tiles ``(N, C, T, T)``."""
         x = torch.from_numpy(tiles).to(self.device, non_blocking=True)
         x = x.contiguous(memory_format=torch.channels_last)
         with self._lock:
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-                logits = self.model(x)
-            return torch.softmax(logits.float(), dim=1)
+                return self.model(x).float()
 
     @torch.inference_mode()
-    def votes(self, tiles: np.ndarray, weights: np.ndarray) -> np.ndarray:
-        """Fixed-point weighted probabilities ``rint(p * w)`` as int32 ``(N, K, T, T)``.
+    def votes(self, tiles: np.ndarray, weights: np.ndarray, ring: int | None = None
+              ) -> tuple[np.ndarray, np.ndarray]:
+        """Fixed-point blend votes and classes for a batch of tiles.
 
-        ``weights`` ``(N, T, T)`` already carries the fixed-point scale.
+        ``weights`` ``(N, T, T)`` carries the fixed-point scale. Returns ``votes =
+        rint(softmax * w)`` as int32 ``(N, T, T, K)`` and, as uint8 ``(N, T, T)``,
+        each pixel's class from this tile alone (the argmax of its logits, first
+        index on ties). With ``ring``, votes are computed only within ``ring``
+        pixels of the tile's edges (the rest is zero): elsewhere no other tile
+        overlaps, and the class alone is needed.
         """
-        p = self.probabilities(tiles)
+        logits = self.logits(tiles)
+        # Class reductions are fast with classes innermost (the channels-last layout).
+        cls = logits.permute(0, 2, 3, 1).argmax(-1).to(torch.uint8)
         w = torch.from_numpy(weights).to(self.device, non_blocking=True)
-        p.mul_(w[:, None]).round_()
-        return p.to(torch.int32).cpu().numpy()
+        n, k, t, _ = logits.shape
+        if ring is None or 2 * ring >= t:
+            q = _quantize(logits, w)
+        else:
+            q = torch.zeros((n, t, t, k), dtype=torch.int32, device=logits.device)
+            for rows, cols in ((np.s_[:ring], np.s_[:]), (np.s_[t - ring :], np.s_[:]),
+                               (np.s_[ring : t - ring], np.s_[:ring]), (np.s_[ring : t - ring], np.s_[t - ring :])):
+                q[:, rows, cols] = _quantize(logits[:, :, rows, cols], w[:, rows, cols])
+        return q.cpu().numpy(), cls.cpu().numpy()
+
+
+def _quantize(logits: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """``rint(softmax(logits) * w)`` as int32 with classes last; elementwise work in NCHW."""
+    p = torch.softmax(logits, dim=1)
+    return p.mul_(w[:, None]).round_().to(torch.int32).permute(0, 2, 3, 1).contiguous()
 
 
 def get_predictor(bundle_path: str | os.PathLike, device: str = "auto") -> Predictor:

@@ -97,26 +97,47 @@ def _scaled_weights(job: SceneJob, row: int, col: int) -> np.ndarray:
                         col == 0, col == g.cols.n - 1) * np.float32(SCALE)
 
 
-def run_block(job: SceneJob, block: Block, top: np.ndarray | None, left: np.ndarray | None) -> BlockResult:
-    """Predict one block: read, run its tiles, blend, and finish its chunk."""
-    g, k = job.grid, job.num_classes
-    data, valid = read_window(job.scene, block.read_window, job.bands)
-    mean = np.asarray(job.mean, dtype=np.float32)[:, None, None]
-    std = np.asarray(job.std, dtype=np.float32)[:, None, None]
-    data -= mean
-    data /= std
-    data[:, ~valid] = 0.0
+def _overlap_bands(job: SceneJob, span, limit: int) -> list[tuple[int, int]]:
+    """Block-relative ``[a, b)`` ranges along one axis where two tiles of the grid overlap."""
+    ov, stride = job.grid.overlap, job.grid.stride
+    if not ov:
+        return []
+    bands = []
+    for k in range(max(span.first_tile, 1), span.stop_tile):
+        a = k * stride - span.start
+        b = min(a + ov, limit)
+        if a < b:
+            bands.append((a, b))
+    return bands
 
-    acc = np.zeros((k + 1, block.rows.size, block.cols.size), dtype=np.int32)
+
+def run_block(job: SceneJob, block: Block, top: np.ndarray | None, left: np.ndarray | None) -> BlockResult:
+    """Predict one block: read, run its tiles, blend, and finish its chunk.
+
+    Where a pixel is covered by one tile only, its blended votes are that tile's
+    votes, so its class is taken from the tile's argmax (done on the device).
+    Votes are summed, and argmaxed here, only in the overlap bands between tiles.
+    Both give exactly what summing every vote would.
+    """
+    g, k, ov, size = job.grid, job.num_classes, job.grid.overlap, job.grid.tile_size
+    data, valid = read_window(job.scene, block.read_window, job.bands)  # native dtype
+    mean = np.asarray(job.mean, dtype=np.float32)[:, None, None]
+    scale = (1.0 / np.asarray(job.std, dtype=np.float32))[:, None, None]
+
+    bh, bw = block.rows.size, block.cols.size
+    nacc = k + 1 if job.probabilities else k  # the weight total is needed for probabilities only
+    acc = np.zeros((nacc, bh, bw), dtype=np.int32)  # calloc: only the touched bands take memory
     if top is not None:
         acc[:, : top.shape[1], : top.shape[2]] += top
     if left is not None:
         acc[:, :, : left.shape[2]] += left
+    classes = np.full((bh, bw), NODATA, dtype=np.uint8)
+    probs = np.zeros((k, bh, bw), dtype=np.uint8) if job.probabilities else None
 
     todo = []
     for t in g.block_tiles(block):
         y, x = t.y - block.rows.start, t.x - block.cols.start
-        h, w = min(g.tile_size, g.height - t.y), min(g.tile_size, g.width - t.x)
+        h, w = min(size, bh - y), min(size, bw - x)
         if valid[y : y + h, x : x + w].any():  # all-nodata tiles never reach the model
             todo.append((t, y, x, h, w))
 
@@ -126,27 +147,55 @@ def run_block(job: SceneJob, block: Block, top: np.ndarray | None, left: np.ndar
             import torch
 
             torch.set_num_threads(job.torch_threads)
+        batch_arr = np.empty((min(job.batch_size, len(todo)), len(job.bands), size, size), dtype=np.float32)
         for b0 in range(0, len(todo), job.batch_size):
             batch = todo[b0 : b0 + job.batch_size]
-            tiles = np.stack([pad_tile(data[:, y : y + h, x : x + w], g.tile_size) for _, y, x, h, w in batch])
-            weights = np.stack([_scaled_weights(job, t.row, t.col) for t, *_ in batch])
-            votes = predictor.votes(tiles, weights)
             for n, (_, y, x, h, w) in enumerate(batch):
-                acc[:k, y : y + h, x : x + w] += votes[n, :, :h, :w]
-                acc[k, y : y + h, x : x + w] += np.rint(weights[n, :h, :w]).astype(np.int32)
+                tile = batch_arr[n, :, :h, :w]
+                np.subtract(data[:, y : y + h, x : x + w], mean, out=tile, dtype=np.float32)
+                tile *= scale
+                tile_valid = valid[y : y + h, x : x + w]
+                if not tile_valid.all():
+                    tile[:, ~tile_valid] = 0.0  # nodata pixels enter the model as the band mean
+                if h < size or w < size:
+                    batch_arr[n] = pad_tile(tile.copy(), size)
+            weights = np.stack([_scaled_weights(job, t.row, t.col) for t, *_ in batch])
+            votes, tile_classes = predictor.votes(batch_arr[: len(batch)], weights,
+                                                  ring=None if probs is not None else ov)
+            for n, (t, y, x, h, w) in enumerate(batch):
+                # the tile's exclusive part: away from the overlaps with its neighbours
+                ey0, ex0 = (ov if t.row > 0 else 0), (ov if t.col > 0 else 0)
+                ey1 = min(h, size - ov if t.row < g.rows.n - 1 else size)
+                ex1 = min(w, size - ov if t.col < g.cols.n - 1 else size)
+                classes[y + ey0 : y + ey1, x + ex0 : x + ex1] = tile_classes[n, ey0:ey1, ex0:ex1]
+                if probs is not None:
+                    wq = np.rint(weights[n, ey0:ey1, ex0:ex1])
+                    probs[:, y + ey0 : y + ey1, x + ex0 : x + ex1] = np.rint(
+                        np.moveaxis(votes[n, ey0:ey1, ex0:ex1], -1, 0) * (255.0 / wq)).astype(np.uint8)
+                # the overlap bands: top, bottom, then left and right between them
+                for r0, r1, c0, c1 in ((0, ey0, 0, w), (ey1, h, 0, w), (ey0, ey1, 0, ex0), (ey0, ey1, ex1, w)):
+                    if r0 < r1 and c0 < c1:
+                        acc[:k, y + r0 : y + r1, x + c0 : x + c1] += np.moveaxis(votes[n, r0:r1, c0:c1], -1, 0)
+                        if probs is not None:
+                            acc[k, y + r0 : y + r1, x + c0 : x + c1] += np.rint(
+                                weights[n, r0:r1, c0:c1]).astype(np.int32)
 
     fh, fw = block.rows.final_size, block.cols.final_size
-    final = acc[:, :fh, :fw]
+    bands = [(np.s_[a:b], np.s_[:fw]) for a, b in _overlap_bands(job, block.rows, fh)]
+    bands += [(np.s_[:fh], np.s_[a:b]) for a, b in _overlap_bands(job, block.cols, fw)]
+    for rows, cols in bands:
+        part = acc[:, rows, cols]
+        classes[rows, cols] = np.argmax(part[:k], axis=0)
+        if probs is not None:
+            probs[:, rows, cols] = np.rint(part[:k] * (255.0 / np.maximum(part[k], 1))).astype(np.uint8)
     nodata = ~valid[:fh, :fw]
-    classes = np.argmax(final[:k], axis=0).astype(np.uint8)
+    classes = classes[:fh, :fw]
     classes[nodata] = NODATA
-    probs = None
-    if job.probabilities:
-        total = np.maximum(final[k], 1).astype(np.float64)
-        probs = np.rint(final[:k] * (255.0 / total)).astype(np.uint8)
+    if probs is not None:
+        probs = probs[:, :fh, :fw]
         probs[:, nodata] = 0
-    bottom = acc[:, fh:, :fw].copy() if fh < acc.shape[1] else None
-    right = acc[:, :, fw:].copy() if fw < acc.shape[2] else None
+    bottom = acc[:, fh:, :fw].copy() if fh < bh else None
+    right = acc[:, :, fw:].copy() if fw < bw else None
     return BlockResult(classes, probs, bottom, right, block.n_tiles)
 
 

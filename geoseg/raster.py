@@ -81,13 +81,13 @@ def _gdal_reason(exc: Exception) -> str:
 def read_window(
     info: SceneInfo, window: Window, bands: tuple[int, ...]
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Read ``bands`` in ``window`` as float32, and a mask of valid pixels.
+    """Read ``bands`` in ``window`` in their own dtype, and a mask of valid pixels.
 
     A pixel is valid when at least one of the bands is not nodata.
     """
     try:
-        with rasterio.open(info.path) as src:
-            data = src.read(indexes=list(bands), window=window, out_dtype="float32")
+        with rasterio.Env(GDAL_NUM_THREADS="ALL_CPUS"), rasterio.open(info.path) as src:
+            data = src.read(indexes=list(bands), window=window)
             if info.dataset_mask:
                 valid = src.read_masks(bands[0], window=window) > 0
             else:
@@ -104,5 +104,8 @@ def _valid_from_nodata(data: np.ndarray, nodata: list[float | None]) -> np.ndarr
     for band, nd in zip(data, nodata):
         if nd is None:
             return np.ones(data.shape[1:], dtype=bool)
-        valid |= ~np.isnan(band) if np.isnan(nd) else band != np.float32(nd)
+        if np.isnan(nd):
+            valid |= ~np.isnan(band)
+        else:
+            valid |= band != np.asarray(nd).astype(band.dtype)
     return valid
