@@ -64,7 +64,7 @@ class Predictor:
         each pixel's class from this tile alone (the argmax of its logits, first
         index on ties). With ``ring``, votes are computed only within ``ring``
         pixels of the tile's edges (the rest is zero): elsewhere no other tile
-        overlaps, and the class alone is needed.
+        overlaps, and the class alone is needed; votes there are unspecified.
         """
         logits = self.logits(tiles)
         # Class reductions are fast with classes innermost (the channels-last layout).
@@ -74,7 +74,7 @@ class Predictor:
         if ring is None or 2 * ring >= t:
             q = _quantize(logits, w)
         else:
-            q = torch.zeros((n, t, t, k), dtype=torch.int32, device=logits.device)
+            q = torch.empty((n, t, t, k), dtype=torch.int32, device=logits.device)  # only the ring is read
             for rows, cols in ((np.s_[:ring], np.s_[:]), (np.s_[t - ring :], np.s_[:]),
                                (np.s_[ring : t - ring], np.s_[:ring]), (np.s_[ring : t - ring], np.s_[t - ring :])):
                 q[:, rows, cols] = _quantize(logits[:, :, rows, cols], w[:, rows, cols])

@@ -46,7 +46,7 @@ class PredictOptions:
     workers: int | None = None
     scheduler: str | None = None
     device: str = "auto"
-    batch_size: int = 4
+    batch_size: int | None = None  # default: 8 on CUDA, 2 on the CPU (batching buys nothing there)
     probabilities: bool = False
     overwrite: bool = False
     allow_no_crs: bool = False
@@ -56,7 +56,7 @@ class PredictOptions:
         check_blend(self.blend)
         if self.chunk_size < 1:
             raise GeosegError(f"--chunk-size must be positive, got {self.chunk_size}")
-        if self.batch_size < 1:
+        if self.batch_size is not None and self.batch_size < 1:
             raise GeosegError(f"--batch-size must be positive, got {self.batch_size}")
         if self.workers is not None and self.workers < 1:
             raise GeosegError(f"--workers must be positive, got {self.workers}")
@@ -199,6 +199,12 @@ def run_block(job: SceneJob, block: Block, top: np.ndarray | None, left: np.ndar
     return BlockResult(classes, probs, bottom, right, block.n_tiles)
 
 
+def default_batch_size(device: str) -> int:
+    from geoseg.inference import resolve_device
+
+    return 8 if resolve_device(device).type == "cuda" else 2
+
+
 def _strip(result: BlockResult, side: str) -> np.ndarray | None:
     return getattr(result, side)
 
@@ -243,7 +249,8 @@ def predict_scene(info: SceneInfo, bundle: str | os.PathLike, classes: ClassList
     job = SceneJob(
         scene=info, bundle=str(Path(bundle).resolve()), bands=bands, mean=mean, std=std,
         num_classes=len(classes), grid=grid, blend=check_blend(options.blend), device=options.device,
-        batch_size=options.batch_size, probabilities=options.probabilities,
+        batch_size=options.batch_size or default_batch_size(options.device),
+        probabilities=options.probabilities,
         torch_threads=runner.torch_threads,
     )
     graph = block_graph(job, grid.blocks(options.chunk_size))

@@ -20,8 +20,8 @@ scheduler_opt = click.option("--scheduler", default="threads", show_default=True
                              help="threads, sync, local (a LocalCluster) or a dask.distributed address.")
 device_opt = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
                           show_default=True, help="Where the model runs.")
-batch_size_opt = click.option("--batch-size", type=int, default=4, show_default=True,
-                              help="Tiles per forward pass.")
+batch_size_opt = click.option("--batch-size", type=int, default=None,
+                              help="Tiles per forward pass (default: 8 on CUDA, 2 on the CPU).")
 probabilities_opt = click.option("--probabilities", is_flag=True,
                                  help="Also write NAME.probs.tif, one uint8 band per class.")
 overwrite_opt = click.option("--overwrite", is_flag=True, help="Replace outputs that exist.")

@@ -1,0 +1,171 @@
+"""Benchmark: ``geoseg predict`` against a naive whole-raster baseline, side by side.
+
+Usage::
+
+    python bench/predict.py                 # the full run recorded in bench/RESULTS.md
+    python bench/predict.py --quick         # a small smoke run
+
+Each measurement runs in its own subprocess, which reports the seconds of its
+work (imports excluded, identically for both) and its own peak RSS. geoseg
+and the baseline run alternately, ``--repeats`` times, and medians are printed.
+
+The baseline reads the whole raster into memory, runs the same model on
+non-overlapping tiles one at a time in fp32 NCHW, and writes a GeoTIFF.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+OUT = HERE / "out"
+sys.path.insert(0, str(HERE))
+
+
+def make_bundles(encoder: str) -> dict[str, Path]:
+    from geoseg.bundle import init_bundle
+
+    bundles = {"unet": OUT / f"unet-{encoder}", "null": OUT / "null"}
+    if not bundles["unet"].exists():
+        init_bundle("unet", bundles["unet"], encoder=encoder, bands=(1, 2, 3), mean=(128.0,) * 3,
+                    std=(50.0,) * 3, tile_size=512, overlap=32)
+    if not bundles["null"].exists():
+        init_bundle("conv1x1", bundles["null"], encoder="none", bands=(1, 2, 3), mean=(128.0,) * 3,
+                    std=(50.0,) * 3, tile_size=512, overlap=32)
+    return bundles
+
+
+def run_geoseg(bundle: str, scene: str, out: str) -> None:
+    from geoseg.predict import PredictOptions, predict
+
+    predict(bundle, [scene], out, PredictOptions(progress=False, overwrite=True))
+
+
+def run_baseline(bundle: str, scene: str, out: str) -> None:
+    import numpy as np
+    import rasterio
+    import torch
+
+    from geoseg.bundle import load_bundle
+
+    b = load_bundle(bundle)
+    model, meta, t = b.model.eval(), b.meta, b.meta.tile_size
+    with rasterio.open(scene) as src:
+        data = src.read(list(meta.bands)).astype(np.float32)
+        profile = src.profile
+    data = (data - np.array(meta.mean, np.float32)[:, None, None]) / np.array(meta.std, np.float32)[:, None, None]
+    _, h, w = data.shape
+    classes = np.zeros((h, w), dtype=np.uint8)
+    with torch.inference_mode():
+        for y in range(0, h, t):
+            for x in range(0, w, t):
+                tile = data[:, y : y + t, x : x + t]
+                th, tw = tile.shape[1:]
+                tile = np.pad(tile, [(0, 0), (0, t - th), (0, t - tw)], mode="reflect")
+                logits = model(torch.from_numpy(np.ascontiguousarray(tile))[None])
+                classes[y : y + th, x : x + tw] = logits[0].argmax(0)[:th, :tw].numpy()
+    profile.update(count=1, dtype="uint8", nodata=255, compress="deflate", tiled=True)
+    os.makedirs(out, exist_ok=True)
+    with rasterio.open(Path(out) / "baseline.tif", "w", **profile) as dst:
+        dst.write(classes, 1)
+
+
+def child(args) -> None:
+    import torch  # noqa: F401  imports are not timed, for either side
+
+    import geoseg.predict  # noqa: F401
+
+    fn = {"geoseg": run_geoseg, "baseline": run_baseline}[args.child]
+    t0 = time.perf_counter()
+    fn(args.bundle, args.scene, args.out)
+    dt = time.perf_counter() - t0
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"seconds": dt, "rss_mb": rss}))
+
+
+def measure(kind: str, bundle: Path, scene: Path) -> dict:
+    cmd = [sys.executable, __file__, "--child", kind, "--bundle", str(bundle), "--scene", str(scene),
+           "--out", str(OUT / f"pred-{kind}")]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode:
+        raise SystemExit(f"{kind} failed:\n{r.stderr[-3000:]}")
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    import rasterio
+
+    with rasterio.open(scene) as src:
+        res["mp"] = src.width * src.height / 1e6
+    res["mps"] = res["mp"] / res["seconds"]
+    print(f"  {kind:9s} {scene.name:18s} {res['seconds']:8.1f} s {res['mps']:7.3f} MP/s {res['rss_mb']:8.0f} MB",
+          flush=True)
+    return res
+
+
+def med(rows: list[dict], key: str) -> float:
+    return statistics.median(r[key] for r in rows)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--child", choices=["geoseg", "baseline"])
+    ap.add_argument("--bundle")
+    ap.add_argument("--scene")
+    ap.add_argument("--out")
+    ap.add_argument("--quick", action="store_true", help="small scenes, one repeat")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--encoder", default="resnet34")
+    ap.add_argument("--compare-size", type=int, default=8192)
+    ap.add_argument("--rss-sizes", default="4096,8192,16384")
+    ap.add_argument("--null-size", type=int, default=16384)
+    args = ap.parse_args()
+    if args.child:
+        return child(args)
+
+    from scenes import write_scene
+
+    OUT.mkdir(exist_ok=True)
+    if args.quick:
+        args.compare_size, args.rss_sizes, args.null_size, args.repeats = 1024, "1024,2048", 2048, 1
+    bundles = make_bundles(args.encoder)
+    sizes = sorted({args.compare_size, args.null_size, *map(int, args.rss_sizes.split(","))})
+    scenes = {s: write_scene(OUT / f"scene_{s}.tif", s) for s in sizes}
+    import torch
+
+    print(f"machine: {os.cpu_count()} CPUs, torch {torch.__version__}, threads {torch.get_num_threads()}")
+
+    print(f"\n1) U-Net-{args.encoder}, 512 px tiles, {args.compare_size} px scene, interleaved x{args.repeats}")
+    geo, base = [], []
+    for _ in range(args.repeats):
+        base.append(measure("baseline", bundles["unet"], scenes[args.compare_size]))
+        geo.append(measure("geoseg", bundles["unet"], scenes[args.compare_size]))
+
+    print(f"\n2) geoseg peak RSS by scene size (U-Net-{args.encoder})")
+    rss = {}
+    for s in map(int, args.rss_sizes.split(",")):
+        rss[s] = geo[0] if s == args.compare_size else measure("geoseg", bundles["unet"], scenes[s])
+
+    print(f"\n3) null model (1x1 convolution), {args.null_size} px scene, x{args.repeats}")
+    null = [measure("geoseg", bundles["null"], scenes[args.null_size]) for _ in range(args.repeats)]
+
+    g, b = med(geo, "mps"), med(base, "mps")
+    lo, hi = min(rss), max(rss)
+    print("\n| measure | geoseg | baseline | ratio |\n|---|---|---|---|")
+    print(f"| U-Net throughput, {args.compare_size}² (median MP/s) | {g:.3f} | {b:.3f} | **{g / b:.2f}×** |")
+    print(f"| peak RSS, {args.compare_size}² (median MB) | {med(geo, 'rss_mb'):.0f} | {med(base, 'rss_mb'):.0f} | "
+          f"{med(geo, 'rss_mb') / med(base, 'rss_mb'):.2f} |")
+    for s, r in rss.items():
+        print(f"| geoseg peak RSS, {s}² (MB) | {r['rss_mb']:.0f} | | |")
+    print(f"| RSS growth {lo}² → {hi}² | {rss[hi]['rss_mb'] / rss[lo]['rss_mb'] - 1:+.1%} | | |")
+    print(f"| null model, {args.null_size}² (median MP/s) | {med(null, 'mps'):.1f} | | |")
+    print(f"| null model peak RSS (median MB) | {med(null, 'rss_mb'):.0f} | | |")
+
+
+if __name__ == "__main__":
+    main()
