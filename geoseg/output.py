@@ -33,7 +33,8 @@ def _tmp_name(final: Path, tag: str) -> Path:
 class ChunkWriter:
     """A temporary tiled GeoTIFF written chunk by chunk (thread-safe)."""
 
-    def __init__(self, final: Path, info: SceneInfo, count: int, nodata: int | None, crs_ok: bool = True) -> None:
+    def __init__(self, final: Path, info: SceneInfo, count: int, nodata: int | None,
+                 colormap: dict | None = None) -> None:
         self.final = final
         self.tmp = _tmp_name(final, "chunks.tif")
         self._lock = threading.Lock()
@@ -45,6 +46,8 @@ class ChunkWriter:
         )
         try:
             self._ds = rasterio.open(self.tmp, "w", **profile)
+            if colormap is not None:  # must precede pixel writes: it sets the TIFF photometric tag
+                self._ds.write_colormap(1, colormap)
         except (rasterio.errors.RasterioError, OSError) as exc:
             raise GeosegError(f"cannot write output ({exc})", final.parent) from None
 
@@ -84,10 +87,9 @@ class ChunkWriter:
 
 
 def decorate_classes(classes: ClassList):
-    """Colour map, band description and class metadata of a class raster."""
+    """Band description and class metadata of a class raster (the colour map is set at creation)."""
 
     def apply(ds) -> None:
-        ds.write_colormap(1, classes.colormap())
         ds.set_band_description(1, "class")
         ds.update_tags(GEOSEG_CLASSES=json.dumps(classes.to_dict()["classes"]), GEOSEG_NODATA=str(NODATA))
         ds.update_tags(1, **{f"CLASS_{c.id}": c.name for c in classes})

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,7 +28,7 @@ from geoseg.inference import get_predictor
 from geoseg.inputs import output_stem, resolve_inputs
 from geoseg.output import ChunkWriter, decorate_classes, decorate_probabilities
 from geoseg.raster import SceneInfo, inspect_scene, read_window
-from geoseg.scheduler import Runner, open_runner
+from geoseg.scheduler import Runner, open_runner, progress_bar, run_graph
 from geoseg.tiling import Block, TileGrid, pad_tile
 
 log = logging.getLogger("geoseg")
@@ -232,13 +231,15 @@ def block_graph(job: SceneJob, blocks: list[list[Block]]) -> list[tuple[Block, o
 
 @dataclass
 class SceneOutputs:
+    scene: str
     classes: Path
     probabilities: Path | None
 
 
 def output_paths(out_dir: Path, scene: str | os.PathLike, probabilities: bool) -> SceneOutputs:
     stem = output_stem(scene)
-    return SceneOutputs(out_dir / f"{stem}.classes.tif", out_dir / f"{stem}.probs.tif" if probabilities else None)
+    return SceneOutputs(os.fspath(scene), out_dir / f"{stem}.classes.tif",
+                        out_dir / f"{stem}.probs.tif" if probabilities else None)
 
 
 def predict_scene(info: SceneInfo, bundle: str | os.PathLike, classes: ClassList, out: SceneOutputs,
@@ -254,10 +255,10 @@ def predict_scene(info: SceneInfo, bundle: str | os.PathLike, classes: ClassList
         torch_threads=runner.torch_threads,
     )
     graph = block_graph(job, grid.blocks(options.chunk_size))
-    writers = [ChunkWriter(out.classes, info, 1, NODATA)]
+    writers = [ChunkWriter(out.classes, info, 1, NODATA, colormap=classes.colormap())]
     if out.probabilities:
         writers.append(ChunkWriter(out.probabilities, info, len(classes), None))
-    bar = _progress(grid.n_tiles, Path(info.path).name, options.progress)
+    bar = progress_bar(grid.n_tiles, Path(info.path).name, options.progress, unit="tile")
 
     def sink(block: Block, result: BlockResult) -> None:
         win = block.final_window
@@ -267,7 +268,7 @@ def predict_scene(info: SceneInfo, bundle: str | os.PathLike, classes: ClassList
         bar.update(result.n_tiles)
 
     try:
-        _execute(graph, sink, runner)
+        run_graph(graph, sink, runner)
         bar.close()
         writers[0].finish_cog(decorate_classes(classes), "MODE")
         if out.probabilities:
@@ -278,43 +279,6 @@ def predict_scene(info: SceneInfo, bundle: str | os.PathLike, classes: ClassList
             w.discard()
         raise
     return out
-
-
-def _execute(graph: list[tuple[Block, object]], sink, runner: Runner) -> None:
-    import dask
-
-    if runner.client is None:
-        # Local scheduler: writes are tasks of the graph, so finished chunks leave memory at once.
-        writes = [dask.delayed(sink, pure=False)(b, res) for b, res in graph]
-        dask.compute(*writes, scheduler=runner.scheduler, num_workers=runner.workers)
-        return
-    from distributed import as_completed
-
-    client = runner.client
-    futures = client.compute([res for _, res in graph])
-    by_key = {f.key: b for f, (b, _) in zip(futures, graph)}
-    try:
-        for fut in as_completed(futures):
-            sink(by_key[fut.key], fut.result())
-            fut.release()
-    finally:
-        client.cancel(futures)
-
-
-class _NoBar:
-    def update(self, n: int) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-def _progress(total: int, name: str, enabled: bool):
-    if not enabled:
-        return _NoBar()
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=name, unit="tile", file=sys.stderr, leave=False, dynamic_ncols=True)
 
 
 def predict(bundle: str | os.PathLike, inputs: list[str] | str, out_dir: str | os.PathLike,

@@ -71,3 +71,48 @@ def open_runner(scheduler: str | None = None, workers: int | None = None, client
     with c:
         n = len(c.scheduler_info().get("workers", {})) or workers
         yield Runner(scheduler, n, c)
+
+
+def run_graph(graph: list[tuple[object, object]], sink, runner: Runner) -> None:
+    """Compute ``(item, delayed)`` pairs, calling ``sink(item, result)`` as each finishes.
+
+    With a local scheduler the sinks are tasks of the graph, so a finished result
+    is consumed (written) and freed at once. With a cluster, results come back to
+    this process as they complete and are written here, where the output is.
+    """
+    import dask
+
+    if runner.client is None:
+        sinks = [dask.delayed(sink, pure=False)(item, res) for item, res in graph]
+        dask.compute(*sinks, scheduler=runner.scheduler, num_workers=runner.workers)
+        return
+    from distributed import as_completed
+
+    client = runner.client
+    futures = client.compute([res for _, res in graph])
+    by_key = {f.key: item for f, (item, _) in zip(futures, graph)}
+    try:
+        for fut in as_completed(futures):
+            sink(by_key[fut.key], fut.result())
+            fut.release()
+    finally:
+        client.cancel(futures)
+
+
+class _NoBar:
+    def update(self, n: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def progress_bar(total: int, name: str, enabled: bool, unit: str = "chunk"):
+    """A tqdm bar on stderr (``done/total``), or a stand-in that shows nothing."""
+    if not enabled:
+        return _NoBar()
+    import sys
+
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=name, unit=unit, file=sys.stderr, leave=False, dynamic_ncols=True)

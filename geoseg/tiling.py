@@ -175,3 +175,22 @@ def pad_tile(arr: np.ndarray, size: int) -> np.ndarray:
     pad = [(0, 0)] * (arr.ndim - 2) + [(0, size - h), (0, size - w)]
     mode = "reflect" if min(h, w) > 1 else "edge"
     return np.pad(arr, pad, mode=mode)
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A plain rectangular chunk of a raster, for per-pixel work (vectorize, evaluate)."""
+
+    i: int
+    j: int
+    window: Window
+
+
+def chunk_grid(height: int, width: int, chunk_size: int, align: int = 512) -> list[list[Chunk]]:
+    """Row-major chunks of about ``chunk_size`` pixels, aligned to ``align`` (the output block size)."""
+    step = max(align, (chunk_size // align) * align) if chunk_size >= align else max(1, chunk_size)
+    return [
+        [Chunk(i, j, Window(x, y, min(step, width - x), min(step, height - y)))
+         for j, x in enumerate(range(0, width, step))]
+        for i, y in enumerate(range(0, height, step))
+    ]

@@ -37,3 +37,5 @@ def raster_processing_options(f):
                          device_opt, batch_size_opt, overwrite_opt, allow_no_crs_opt, progress_opt]):
         f = opt(f)
     return f
+classes_opt = click.option("--classes", type=click.Path(dir_okay=False), default=None,
+                           help="Class-list YAML (names, colours); default: the raster's or bundle's own.")

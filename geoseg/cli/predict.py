@@ -6,6 +6,7 @@ import click
 
 from geoseg.cli.main import debug_option
 from geoseg.cli.options import output_dir_opt, probabilities_opt, raster_processing_options
+from geoseg.cli.vectorize import vectorize_options
 
 
 @click.command()
@@ -14,16 +15,36 @@ from geoseg.cli.options import output_dir_opt, probabilities_opt, raster_process
 @output_dir_opt
 @raster_processing_options
 @probabilities_opt
+@click.option("--vectorize", "do_vectorize", is_flag=True,
+              help="Also vectorize each class raster into OUTPUT/NAME.gpkg (see geoseg vectorize).")
+@vectorize_options
 @debug_option
-def predict(bundle: str, inputs: tuple[str, ...], output: str, **opts) -> None:
+def predict(bundle: str, inputs: tuple[str, ...], output: str, do_vectorize: bool, min_area: float,
+            fill_holes: float, simplify: float, connectivity: str, all_classes: bool, **opts) -> None:
     """Predict class rasters for INPUTS (files, folders or globs) with BUNDLE.
 
-    Writes OUTPUT/NAME.classes.tif (a COG with a colour map) per scene.
+    Writes OUTPUT/NAME.classes.tif (a COG with a colour map) per scene, and with
+    --vectorize OUTPUT/NAME.gpkg.
     """
+    from pathlib import Path
+
     from geoseg.predict import PredictOptions, predict as run
 
-    outs = run(bundle, list(inputs), output, PredictOptions(**opts))
+    options = PredictOptions(**opts)
+    outs = run(bundle, list(inputs), output, options)
     for o in outs:
         click.echo(o.classes)
         if o.probabilities:
             click.echo(o.probabilities)
+    if do_vectorize:
+        from geoseg.vectorize import VectorizeOptions, vectorize
+
+        for o in outs:
+            gpkg = o.classes.with_name(o.classes.name.replace(".classes.tif", ".gpkg"))
+            vopts = VectorizeOptions(
+                min_area=min_area, fill_holes=fill_holes, simplify=simplify, connectivity=int(connectivity),
+                all_classes=all_classes, chunk_size=options.chunk_size, workers=options.workers,
+                scheduler=options.scheduler, overwrite=True, allow_no_crs=options.allow_no_crs,
+                progress=options.progress, source=Path(o.scene).name,
+            )
+            click.echo(vectorize(o.classes, gpkg, vopts))

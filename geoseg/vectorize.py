@@ -1,0 +1,495 @@
+"""Class rasters to QGIS-ready GeoPackages, chunk by chunk, exact across seams.
+
+Each chunk (a Dask task) labels the connected components of every class to
+vectorize (4- or 8-connectivity) and polygonizes the label image in pixel
+coordinates, where every vertex is an integer and pieces of one component
+from neighbouring chunks share their seam edges exactly. The task returns its
+pieces and the labels along its four edges. Components that touch no seam are
+final and are written as their chunk arrives; the others are joined across
+seams with a union-find over edge-adjacent labels and unioned at the end. The
+result equals polygonizing the whole raster at once, and memory follows the
+chunk size and the number of polygons, not the raster size.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import rasterio
+import shapely
+from rasterio.errors import RasterioError
+from rasterio.transform import Affine
+
+from geoseg.classes import NODATA, ClassList, SegClass, default_color, load_classes, slugify
+from geoseg.errors import GeosegError
+from geoseg.scheduler import open_runner, progress_bar, run_graph
+from geoseg.styles import fill_qml, write_layer_styles
+from geoseg.tiling import Chunk, chunk_grid
+
+log = logging.getLogger("geoseg")
+
+
+@dataclass(frozen=True)
+class VectorizeOptions:
+    """Options of ``geoseg vectorize``; areas in m², lengths in metres."""
+
+    classes: str | None = None  # a class-list YAML; default: the raster's own metadata
+    min_area: float = 0.0
+    fill_holes: float = 0.0
+    simplify: float = 0.0
+    connectivity: int = 4
+    chunk_size: int = 2048
+    workers: int | None = None
+    scheduler: str | None = None
+    all_classes: bool = False  # also background (vectorize: false) classes
+    probabilities: str | None = None  # default: NAME.probs.tif beside NAME.classes.tif, if present
+    source: str | None = None  # the ``source`` field; default: the raster's file name
+    overwrite: bool = False
+    allow_no_crs: bool = False
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.connectivity not in (4, 8):
+            raise GeosegError(f"--connectivity must be 4 or 8, got {self.connectivity}")
+        for name in ("min_area", "fill_holes", "simplify"):
+            if getattr(self, name) < 0:
+                raise GeosegError(f"--{name.replace('_', '-')} must not be negative")
+
+
+@dataclass(frozen=True)
+class VectorJob:
+    path: str
+    probs: str | None
+    prob_band: tuple[tuple[int, int], ...]  # (class id, 1-based band) pairs
+    exclude: tuple[int, ...]  # values never vectorized (nodata, background)
+    connectivity: int
+
+
+@dataclass
+class ChunkPieces:
+    """What one chunk found: polygons per local label, and the labels on its edges."""
+
+    label_class: np.ndarray  # class id per local label (index 0 unused)
+    label_pixels: np.ndarray
+    label_conf: np.ndarray | None  # summed probability per label
+    pieces: list[tuple[int, shapely.Geometry]]  # (label, polygon in pixel coordinates)
+    edges: dict[str, np.ndarray] = field(repr=False)
+    values: dict[int, int] = field(default_factory=dict)  # pixel count per raster value
+
+
+_STRUCTURE = {4: np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]]), 8: np.ones((3, 3), dtype=int)}
+
+
+def polygonize_chunk(job: VectorJob, chunk: Chunk) -> ChunkPieces:
+    """Label and polygonize one chunk (a Dask task)."""
+    from rasterio.features import shapes
+    from scipy import ndimage
+
+    win = chunk.window
+    try:
+        with rasterio.open(job.path) as src:
+            arr = src.read(1, window=win)
+        probs = None
+        if job.probs:
+            with rasterio.open(job.probs) as src:
+                probs = src.read([b for _, b in job.prob_band], window=win)
+    except RasterioError as exc:
+        raise GeosegError(f"read failed at {win!r} ({exc})", job.path) from None
+    vals, counts = np.unique(arr, return_counts=True)
+    labels = np.zeros(arr.shape, dtype=np.int32)
+    label_class = [0]
+    conf = np.zeros(arr.shape, dtype=np.float64) if probs is not None else None
+    band_of = {c: i for i, (c, _) in enumerate(job.prob_band)}
+    for v in vals:
+        v = int(v)
+        if v in job.exclude:
+            continue
+        mask = arr == v
+        lab, n = ndimage.label(mask, structure=_STRUCTURE[job.connectivity])
+        labels[mask] = lab[mask] + (len(label_class) - 1)
+        label_class += [v] * n
+        if conf is not None and v in band_of:
+            conf[mask] = probs[band_of[v]][mask] / 255.0
+    n_labels = len(label_class)
+    pixels = np.bincount(labels.ravel(), minlength=n_labels)
+    label_conf = np.bincount(labels.ravel(), weights=conf.ravel(), minlength=n_labels) if conf is not None else None
+    pieces = []
+    if n_labels > 1:
+        origin = Affine.translation(win.col_off, win.row_off)  # integer pixel coordinates: exact seams
+        for geom, value in shapes(labels, mask=labels > 0, connectivity=4, transform=origin):
+            pieces.append((int(value), shapely.geometry.shape(geom)))
+    edges = {"top": labels[0].copy(), "bottom": labels[-1].copy(), "left": labels[:, 0].copy(),
+             "right": labels[:, -1].copy()}
+    return ChunkPieces(np.asarray(label_class, dtype=np.int64), pixels, label_conf, pieces, edges,
+                       {int(v): int(c) for v, c in zip(vals, counts)})
+
+
+class _UnionFind:
+    def __init__(self) -> None:
+        self.parent: dict = {}
+
+    def find(self, a):
+        self.parent.setdefault(a, a)
+        while self.parent[a] != a:
+            self.parent[a] = self.parent[self.parent[a]]
+            a = self.parent[a]
+        return a
+
+    def union(self, a, b) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[max(ra, rb)] = min(ra, rb)
+
+
+def _seam_pairs(a: np.ndarray, b: np.ndarray, ca: np.ndarray, cb: np.ndarray, diagonal: bool):
+    """Label pairs facing each other across a seam (``a`` on one side, ``b`` on the other)."""
+    shifts = [(slice(None), slice(None))]
+    if diagonal:
+        shifts += [(slice(1, None), slice(None, -1)), (slice(None, -1), slice(1, None))]
+    for sa, sb in shifts:
+        x, y = a[sa], b[sb]
+        keep = (x > 0) & (y > 0)
+        x, y = x[keep], y[keep]
+        same = ca[x] == cb[y]
+        yield from set(zip(x[same].tolist(), y[same].tolist()))
+
+
+@dataclass
+class _Feature:
+    class_id: int
+    geometry: shapely.Geometry  # pixel coordinates
+    pixels: int
+    conf: float | None
+
+
+class _Collector:
+    """Receives chunks as they finish; writes final features, holds the seam ones."""
+
+    def __init__(self, grid: list[list[Chunk]], diagonal: bool, writer: _LayerWriter, hold_all: bool) -> None:
+        self.grid, self.diagonal, self.writer, self.hold_all = grid, diagonal, writer, hold_all
+        self.rows, self.cols = len(grid), len(grid[0])
+        self.edges: dict[tuple[int, int], tuple[dict, np.ndarray]] = {}
+        self.held: dict[tuple, list] = {}
+        self.held_info: dict[tuple, tuple[int, int, float | None]] = {}
+        self.values: dict[int, int] = defaultdict(int)
+        self.lock = threading.Lock()
+
+    def seam_sides(self, c: Chunk) -> list[str]:
+        sides = []
+        if c.i > 0:
+            sides.append("top")
+        if c.i < self.rows - 1:
+            sides.append("bottom")
+        if c.j > 0:
+            sides.append("left")
+        if c.j < self.cols - 1:
+            sides.append("right")
+        return sides
+
+    def __call__(self, chunk: Chunk, res: ChunkPieces) -> None:
+        with self.lock:
+            for v, n in res.values.items():
+                self.values[v] += n
+            on_seam = set()
+            for side in self.seam_sides(chunk):
+                on_seam.update(np.unique(res.edges[side]).tolist())
+            on_seam.discard(0)
+            self.edges[(chunk.i, chunk.j)] = (res.edges, res.label_class)
+            by_label: dict[int, list] = defaultdict(list)
+            for label, geom in res.pieces:
+                by_label[label].append(geom)
+            final = []
+            for label, geoms in by_label.items():
+                conf = None if res.label_conf is None else float(res.label_conf[label])
+                info = (int(res.label_class[label]), int(res.label_pixels[label]), conf)
+                if label in on_seam or self.hold_all:
+                    key = (chunk.i, chunk.j, label)
+                    self.held[key] = geoms
+                    self.held_info[key] = info
+                else:
+                    geom = geoms[0] if len(geoms) == 1 else shapely.union_all(geoms)
+                    final.append(_Feature(info[0], geom, info[1], info[2]))
+            self.writer.add(final)
+
+    def finish(self) -> None:
+        """Join held pieces across seams and hand them to the writer."""
+        uf = _UnionFind()
+        for key in self.held:
+            uf.find(key)
+        for (i, j), (edges, cls) in self.edges.items():
+            if (i, j + 1) in self.edges:
+                e2, c2 = self.edges[(i, j + 1)]
+                for a, b in _seam_pairs(edges["right"], e2["left"], cls, c2, self.diagonal):
+                    uf.union((i, j, a), (i, j + 1, b))
+            if (i + 1, j) in self.edges:
+                e2, c2 = self.edges[(i + 1, j)]
+                for a, b in _seam_pairs(edges["bottom"], e2["top"], cls, c2, self.diagonal):
+                    uf.union((i, j, a), (i + 1, j, b))
+            if self.diagonal:  # pixels touching only at the corner where four chunks meet
+                for (di, dj), mine, theirs in (((1, 1), edges["bottom"][-1], "top0"),
+                                              ((1, -1), edges["bottom"][0], "top-1")):
+                    other = self.edges.get((i + di, j + dj))
+                    if other is None or mine == 0:
+                        continue
+                    e2, c2 = other
+                    t = e2["top"][0] if theirs == "top0" else e2["top"][-1]
+                    if t and cls[mine] == c2[t]:
+                        uf.union((i, j, int(mine)), (i + di, j + dj, int(t)))
+        groups: dict[tuple, list] = defaultdict(list)
+        for key in self.held:
+            groups[uf.find(key)].append(key)
+        feats = []
+        for keys in groups.values():
+            geoms = [g for k in keys for g in self.held[k]]
+            infos = [self.held_info[k] for k in keys]
+            conf = None if infos[0][2] is None else sum(x[2] for x in infos)
+            geom = geoms[0] if len(geoms) == 1 else shapely.union_all(geoms)
+            feats.append(_Feature(infos[0][0], geom, sum(x[1] for x in infos), conf))
+        self.held.clear()
+        self.writer.add(feats)
+
+
+class _Measure:
+    """Ground areas and lengths: planar in projected CRSs, geodesic in geographic ones."""
+
+    def __init__(self, crs, transform: Affine) -> None:
+        self.transform = transform
+        self.geod = None
+        self.unit = 1.0
+        if crs is not None and crs.is_geographic:
+            from pyproj import CRS, Geod
+
+            ell = CRS.from_user_input(crs.to_wkt()).ellipsoid
+            self.geod = Geod(a=ell.semi_major_metre, b=ell.semi_minor_metre)
+        elif crs is not None:
+            self.unit = float(crs.linear_units_factor[1])
+
+    def to_crs(self, geom: shapely.Geometry) -> shapely.Geometry:
+        t = self.transform
+        return shapely.transform(geom, lambda xy: np.column_stack(
+            [t.a * xy[:, 0] + t.b * xy[:, 1] + t.c, t.d * xy[:, 0] + t.e * xy[:, 1] + t.f]))
+
+    def area_perimeter(self, geom: shapely.Geometry) -> tuple[float, float]:
+        if self.geod is not None:
+            area, perim = self.geod.geometry_area_perimeter(geom)
+            return abs(area), perim
+        return geom.area * self.unit**2, geom.length * self.unit
+
+    def metres_to_crs(self, metres: float) -> float:
+        if self.geod is not None:
+            return metres / 111_320.0  # degrees of latitude; simplification tolerance only
+        return metres / self.unit
+
+
+class _LayerWriter:
+    """Buffers features per class layer and appends them to a GeoPackage."""
+
+    FLUSH = 20_000
+
+    def __init__(self, path: Path, classes: ClassList, crs, measure: _Measure, source: str,
+                 options: VectorizeOptions) -> None:
+        self.path, self.classes, self.crs, self.measure = path, classes, crs, measure
+        self.source, self.options = source, options
+        self.buffers: dict[int, list] = defaultdict(list)
+        self.written: dict[int, int] = defaultdict(int)
+        self.layer_names: dict[int, str] = {}
+        self.unknown: set[int] = set()
+        self.hold: list[_Feature] | None = [] if options.simplify > 0 else None
+
+    def layer_class(self, class_id: int) -> SegClass:
+        c = self.classes.by_id(class_id)
+        if c is None:
+            self.unknown.add(class_id)
+            c = SegClass(class_id, f"class_{class_id}", default_color(f"class_{class_id}", class_id))
+        return c
+
+    def layer_name(self, class_id: int) -> str:
+        if class_id not in self.layer_names:
+            slug = self.layer_class(class_id).slug
+            taken = set(self.layer_names.values())
+            self.layer_names[class_id] = slug if slug not in taken else f"{slug}_{class_id}"
+        return self.layer_names[class_id]
+
+    def add(self, feats: list[_Feature]) -> None:
+        if self.hold is not None:
+            self.hold.extend(feats)
+            return
+        self._emit(feats)
+
+    def _emit(self, feats: list[_Feature], in_crs: bool = False) -> None:
+        m, o = self.measure, self.options
+        for f in feats:
+            geom = f.geometry if in_crs else m.to_crs(f.geometry)
+            if o.fill_holes > 0:
+                geom = _fill_holes(geom, o.fill_holes, m)
+            area, perim = m.area_perimeter(geom)
+            if area < o.min_area or geom.is_empty:
+                continue
+            c = self.layer_class(f.class_id)
+            self.buffers[f.class_id].append({
+                "class_id": f.class_id, "class_name": c.name, "area_m2": area, "perimeter_m": perim,
+                "mean_confidence": None if f.conf is None else f.conf / max(f.pixels, 1),
+                "source": self.source, "geometry": geom,
+            })
+            if len(self.buffers[f.class_id]) >= self.FLUSH:
+                self.flush(f.class_id)
+
+    def flush(self, class_id: int) -> None:
+        import geopandas as gpd
+        import pyogrio
+
+        rows = self.buffers.pop(class_id, [])
+        cols = ["class_id", "class_name", "area_m2", "perimeter_m", "mean_confidence", "source"]
+        if not rows and self.written[class_id]:
+            return
+        gdf = gpd.GeoDataFrame(rows, columns=[*cols, "geometry"], geometry="geometry", crs=self.crs)
+        gdf["class_id"] = gdf["class_id"].astype("int32")
+        for col in ("area_m2", "perimeter_m", "mean_confidence"):
+            gdf[col] = gdf[col].astype("float64")
+        gdf["class_name"] = gdf["class_name"].astype(object)
+        gdf["source"] = gdf["source"].astype(object)
+        pyogrio.write_dataframe(
+            gdf, self.path, layer=self.layer_name(class_id), driver="GPKG", append=self.written[class_id] > 0,
+            promote_to_multi=True, geometry_type="MultiPolygon", layer_options={"SPATIAL_INDEX": "YES"},
+            # GeoPackage 1.2 opens without warnings in QGIS 3.22 (GDAL 3.6) and later
+            dataset_options=None if self.path.exists() else {"VERSION": "1.2"},
+        )
+        self.written[class_id] += len(rows) or 1
+
+    def close(self, wanted: list[int]) -> dict[str, str]:
+        """Write what is held (simplified first, if asked), empty layers for absent classes, and styles."""
+        if self.hold is not None:
+            feats, self.hold = self.hold, None
+            self._emit(_simplify(feats, self.options.simplify, self.measure), in_crs=True)
+        for cid in sorted(set(wanted) | set(self.buffers)):
+            self.flush(cid)
+        return {self.layer_name(cid): fill_qml(self.layer_class(cid)) for cid in sorted(self.written)}
+
+
+def _fill_holes(geom: shapely.Geometry, max_area: float, m: _Measure) -> shapely.Geometry:
+    polys = shapely.get_parts(geom)
+    out = []
+    for p in polys:
+        keep = [r for r in p.interiors if m.area_perimeter(shapely.Polygon(r))[0] >= max_area]
+        out.append(shapely.Polygon(p.exterior, keep))
+    return out[0] if len(out) == 1 else shapely.MultiPolygon(out)
+
+
+def _simplify(feats: list[_Feature], metres: float, m: _Measure) -> list[_Feature]:
+    """Coverage simplification of every class together: shared edges stay shared."""
+    # Vertices at every pixel corner make the coverage's shared edges noded identically.
+    geoms = [m.to_crs(shapely.segmentize(f.geometry, 1.0)) for f in feats]
+    if not geoms:
+        return []
+    simple = shapely.coverage_simplify(np.asarray(geoms, dtype=object), m.metres_to_crs(metres))
+    return [_Feature(f.class_id, shapely.make_valid(g) if not g.is_valid else g, f.pixels, f.conf)
+            for f, g in zip(feats, simple)]
+
+
+def resolve_classes(path: str, options_classes: str | None) -> ClassList | None:
+    """The class list: ``--classes``, else the raster's geoseg metadata or colour map."""
+    if options_classes:
+        return load_classes(options_classes)
+    with rasterio.open(path) as src:
+        tags = src.tags()
+        if "GEOSEG_CLASSES" in tags:
+            return ClassList.from_dict({"classes": json.loads(tags["GEOSEG_CLASSES"])}, path)
+        try:
+            cmap = src.colormap(1)
+        except ValueError:
+            return None
+    nodata = src.nodata
+    items = [SegClass(i, f"class_{i}", "#{:02x}{:02x}{:02x}".format(*rgba[:3]))
+             for i, rgba in cmap.items() if rgba[3] > 0 and i != nodata and any(rgba[:3])]
+    return ClassList(tuple(items)) if items else None
+
+
+def vectorize(raster: str | os.PathLike, output: str | os.PathLike, options: VectorizeOptions | None = None,
+              client: object | None = None) -> Path:
+    """Vectorize a class raster into a styled GeoPackage with one layer per class."""
+    options = options or VectorizeOptions()
+    raster, output = os.fspath(raster), Path(output)
+    if not os.path.exists(raster):
+        raise GeosegError("no such file", raster)
+    try:
+        with rasterio.open(raster) as src:
+            dtype, crs, transform = src.dtypes[0], src.crs, src.transform
+            height, width, nodata = src.height, src.width, src.nodata
+    except RasterioError as exc:
+        raise GeosegError(f"not a readable raster ({exc})", raster) from None
+    if not np.issubdtype(np.dtype(dtype), np.integer):
+        raise GeosegError(f"is a {dtype} raster; vectorize needs integer class ids", raster)
+    if crs is None and not options.allow_no_crs:
+        raise GeosegError("has no CRS; pass --allow-no-crs to vectorize it anyway", raster)
+    if not output.parent.is_dir():
+        raise GeosegError("output directory does not exist", output.parent)
+    if output.exists() and not options.overwrite:
+        raise GeosegError("already exists; pass --overwrite to replace it", output)
+
+    classes = resolve_classes(raster, options.classes) or ClassList((SegClass(0, "background", "#000000", False),))
+    exclude = {int(nodata)} if nodata is not None else {NODATA}
+    if not options.all_classes:
+        exclude |= {c.id for c in classes if not c.vectorize}
+    probs = options.probabilities or _probs_beside(raster)
+    prob_band: tuple = ()
+    if probs:
+        with rasterio.open(probs) as src:
+            if src.count >= len(classes) and (src.width, src.height) == (width, height):
+                prob_band = tuple((c.id, i + 1) for i, c in enumerate(classes))
+            else:
+                probs = None
+    job = VectorJob(raster, probs, prob_band, tuple(sorted(exclude)), options.connectivity)
+
+    grid = chunk_grid(height, width, options.chunk_size)
+    tmp = output.with_name(f".{output.name}.{os.getpid()}.partial.gpkg")
+    tmp.unlink(missing_ok=True)
+    measure = _Measure(crs, transform)
+    writer = _LayerWriter(tmp, classes, crs, measure, options.source or Path(raster).name, options)
+    collector = _Collector(grid, options.connectivity == 8, writer, hold_all=False)
+    bar = progress_bar(sum(len(r) for r in grid), Path(raster).name, options.progress)
+    import dask
+
+    delayed_chunk = dask.delayed(polygonize_chunk, pure=True)
+    graph = [(c, delayed_chunk(job, c)) for row in grid for c in row]
+
+    def sink(chunk, res):
+        collector(chunk, res)
+        bar.update(1)
+
+    try:
+        with open_runner(options.scheduler, options.workers, client) as runner:
+            run_graph(graph, sink, runner)
+        bar.close()
+        collector.finish()
+        wanted = [c.id for c in classes if c.id not in exclude]
+        styles = writer.close(wanted)
+        write_layer_styles(tmp, styles)
+        os.replace(tmp, output)
+    except BaseException:
+        bar.close()
+        tmp.unlink(missing_ok=True)
+        raise
+    unknown = sorted(v for v in collector.values if v not in exclude and classes.by_id(v) is None)
+    if unknown:
+        log.warning("%s: class ids %s are not in the class list; vectorized as %s", raster,
+                    ", ".join(map(str, unknown)), ", ".join(f"class_{v}" for v in unknown))
+    return output
+
+
+def _probs_beside(raster: str) -> str | None:
+    name = Path(raster).name
+    if name.endswith(".classes.tif"):
+        cand = Path(raster).with_name(name[: -len(".classes.tif")] + ".probs.tif")
+        if cand.exists():
+            return str(cand)
+    return None
+
+
+__all__ = ["VectorizeOptions", "vectorize", "slugify"]
