@@ -51,3 +51,33 @@ def write_scene(path: Path, size: int, bands: int = 3, seed: int = 0, rows: int 
             dst.write(arr, window=rasterio.windows.Window(0, r0, size, h))
     tmp.rename(path)
     return path
+
+
+def write_class_raster(path: Path, size: int, classes: int = 4, cells: int = 40, seed: int = 0,
+                       rows: int = 1024) -> Path:
+    """A ``size x size`` uint8 class raster of smooth blobs in ``classes`` classes (0 is background)."""
+    path = Path(path)
+    if path.exists():
+        return path
+    rng = np.random.default_rng(seed)
+    g = rng.random((size // cells + 2, size // cells + 2)).astype(np.float32)
+    edges = np.quantile(g, np.linspace(0, 1, classes + 1)[1:-1])
+    profile = dict(driver="GTiff", width=size, height=size, count=1, dtype="uint8", nodata=255,
+                   crs="EPSG:32616", transform=from_origin(700000, 3800000, 0.5, 0.5), tiled=True,
+                   blockxsize=512, blockysize=512, compress="ZSTD")
+    tmp = path.with_suffix(".partial.tif")
+    xx = np.arange(size, dtype=np.float32) / cells
+    x0 = xx.astype(int)
+    fx = (xx - x0)[None, :]
+    with rasterio.open(tmp, "w", **profile) as dst:
+        for r0 in range(0, size, rows):
+            h = min(rows, size - r0)
+            yy = np.arange(r0, r0 + h, dtype=np.float32) / cells
+            y0 = yy.astype(int)
+            fy = (yy - y0)[:, None]
+            a = g[y0][:, x0] * (1 - fx) + g[y0][:, x0 + 1] * fx
+            b = g[y0 + 1][:, x0] * (1 - fx) + g[y0 + 1][:, x0 + 1] * fx
+            field = a * (1 - fy) + b * fy
+            dst.write(np.digitize(field, edges).astype(np.uint8)[None], window=rasterio.windows.Window(0, r0, size, h))
+    tmp.rename(path)
+    return path

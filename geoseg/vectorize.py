@@ -271,16 +271,19 @@ class _Measure:
         elif crs is not None:
             self.unit = float(crs.linear_units_factor[1])
 
-    def to_crs(self, geom: shapely.Geometry) -> shapely.Geometry:
+    def to_crs(self, geoms):
+        """Pixel coordinates to CRS coordinates (a geometry or an array of them)."""
         t = self.transform
-        return shapely.transform(geom, lambda xy: np.column_stack(
+        return shapely.transform(geoms, lambda xy: np.column_stack(
             [t.a * xy[:, 0] + t.b * xy[:, 1] + t.c, t.d * xy[:, 0] + t.e * xy[:, 1] + t.f]))
 
-    def area_perimeter(self, geom: shapely.Geometry) -> tuple[float, float]:
+    def area_perimeter(self, geoms) -> tuple[np.ndarray, np.ndarray]:
+        """Areas in m² and perimeters in m of an array of CRS geometries."""
+        geoms = np.asarray(geoms, dtype=object).ravel()
         if self.geod is not None:
-            area, perim = self.geod.geometry_area_perimeter(geom)
-            return abs(area), perim
-        return geom.area * self.unit**2, geom.length * self.unit
+            pairs = [self.geod.geometry_area_perimeter(g) for g in geoms]
+            return np.abs([a for a, _ in pairs]).astype(float), np.asarray([p for _, p in pairs], dtype=float)
+        return shapely.area(geoms) * self.unit**2, shapely.length(geoms) * self.unit
 
     def metres_to_crs(self, metres: float) -> float:
         if self.geod is not None:
@@ -297,7 +300,7 @@ class _LayerWriter:
                  options: VectorizeOptions) -> None:
         self.path, self.classes, self.crs, self.measure = path, classes, crs, measure
         self.source, self.options = source, options
-        self.buffers: dict[int, list] = defaultdict(list)
+        self.buffers: dict[int, dict[str, list]] = defaultdict(lambda: defaultdict(list))
         self.written: dict[int, int] = defaultdict(int)
         self.layer_names: dict[int, str] = {}
         self.unknown: set[int] = set()
@@ -324,44 +327,54 @@ class _LayerWriter:
         self._emit(feats)
 
     def _emit(self, feats: list[_Feature], in_crs: bool = False) -> None:
+        if not feats:
+            return
         m, o = self.measure, self.options
-        for f in feats:
-            geom = f.geometry if in_crs else m.to_crs(f.geometry)
-            if o.fill_holes > 0:
-                geom = _fill_holes(geom, o.fill_holes, m)
-            area, perim = m.area_perimeter(geom)
-            if area < o.min_area or geom.is_empty:
-                continue
-            c = self.layer_class(f.class_id)
-            self.buffers[f.class_id].append({
-                "class_id": f.class_id, "class_name": c.name, "area_m2": area, "perimeter_m": perim,
-                "mean_confidence": None if f.conf is None else f.conf / max(f.pixels, 1),
-                "source": self.source, "geometry": geom,
-            })
-            if len(self.buffers[f.class_id]) >= self.FLUSH:
+        geoms = np.empty(len(feats), dtype=object)
+        geoms[:] = [f.geometry for f in feats]
+        if not in_crs:
+            geoms = m.to_crs(geoms)
+        if o.fill_holes > 0:
+            geoms[:] = [_fill_holes(g, o.fill_holes, m) for g in geoms]
+        areas, perims = m.area_perimeter(geoms)
+        keep = (areas >= o.min_area) & ~shapely.is_empty(geoms)
+        for i in np.nonzero(keep)[0]:
+            f = feats[i]
+            buf = self.buffers[f.class_id]
+            buf["geometry"].append(geoms[i])
+            buf["area_m2"].append(areas[i])
+            buf["perimeter_m"].append(perims[i])
+            buf["mean_confidence"].append(np.nan if f.conf is None else f.conf / max(f.pixels, 1))
+            if len(buf["geometry"]) >= self.FLUSH:
                 self.flush(f.class_id)
 
     def flush(self, class_id: int) -> None:
         import geopandas as gpd
+        import pandas as pd
         import pyogrio
 
-        rows = self.buffers.pop(class_id, [])
-        cols = ["class_id", "class_name", "area_m2", "perimeter_m", "mean_confidence", "source"]
-        if not rows and self.written[class_id]:
+        cols = self.buffers.pop(class_id, {})
+        n = len(cols.get("geometry", []))
+        if not n and self.written[class_id]:
             return
-        gdf = gpd.GeoDataFrame(rows, columns=[*cols, "geometry"], geometry="geometry", crs=self.crs)
-        gdf["class_id"] = gdf["class_id"].astype("int32")
-        for col in ("area_m2", "perimeter_m", "mean_confidence"):
-            gdf[col] = gdf[col].astype("float64")
-        gdf["class_name"] = gdf["class_name"].astype(object)
-        gdf["source"] = gdf["source"].astype(object)
+        c = self.layer_class(class_id)
+        gdf = gpd.GeoDataFrame({
+            "class_id": np.full(n, class_id, dtype="int32"),
+            "class_name": np.full(n, c.name, dtype=object),
+            "area_m2": np.asarray(cols.get("area_m2", []), dtype="float64"),
+            "perimeter_m": np.asarray(cols.get("perimeter_m", []), dtype="float64"),
+            # nullable: NULL in the GeoPackage when there is no probability raster
+            "mean_confidence": pd.array(np.asarray(cols.get("mean_confidence", []), dtype="float64"),
+                                        dtype="Float64"),
+            "source": np.full(n, self.source, dtype=object),
+        }, geometry=gpd.GeoSeries(cols.get("geometry", []), crs=self.crs), crs=self.crs)
         pyogrio.write_dataframe(
             gdf, self.path, layer=self.layer_name(class_id), driver="GPKG", append=self.written[class_id] > 0,
             promote_to_multi=True, geometry_type="MultiPolygon", layer_options={"SPATIAL_INDEX": "YES"},
             # GeoPackage 1.2 opens without warnings in QGIS 3.22 (GDAL 3.6) and later
             dataset_options=None if self.path.exists() else {"VERSION": "1.2"},
         )
-        self.written[class_id] += len(rows) or 1
+        self.written[class_id] += n or 1
 
     def close(self, wanted: list[int]) -> dict[str, str]:
         """Write what is held (simplified first, if asked), empty layers for absent classes, and styles."""
@@ -377,8 +390,9 @@ def _fill_holes(geom: shapely.Geometry, max_area: float, m: _Measure) -> shapely
     polys = shapely.get_parts(geom)
     out = []
     for p in polys:
-        keep = [r for r in p.interiors if m.area_perimeter(shapely.Polygon(r))[0] >= max_area]
-        out.append(shapely.Polygon(p.exterior, keep))
+        holes = [shapely.Polygon(r) for r in p.interiors]
+        areas = m.area_perimeter(holes)[0] if holes else []
+        out.append(shapely.Polygon(p.exterior, [r for r, a in zip(p.interiors, areas) if a >= max_area]))
     return out[0] if len(out) == 1 else shapely.MultiPolygon(out)
 
 
@@ -412,8 +426,11 @@ def resolve_classes(path: str, options_classes: str | None) -> ClassList | None:
 
 
 def vectorize(raster: str | os.PathLike, output: str | os.PathLike, options: VectorizeOptions | None = None,
-              client: object | None = None) -> Path:
-    """Vectorize a class raster into a styled GeoPackage with one layer per class."""
+              client: object | None = None, classes: ClassList | None = None) -> Path:
+    """Vectorize a class raster into a styled GeoPackage with one layer per class.
+
+    ``classes`` overrides the class list (else ``options.classes``, else the raster's metadata).
+    """
     options = options or VectorizeOptions()
     raster, output = os.fspath(raster), Path(output)
     if not os.path.exists(raster):
@@ -433,7 +450,8 @@ def vectorize(raster: str | os.PathLike, output: str | os.PathLike, options: Vec
     if output.exists() and not options.overwrite:
         raise GeosegError("already exists; pass --overwrite to replace it", output)
 
-    classes = resolve_classes(raster, options.classes) or ClassList((SegClass(0, "background", "#000000", False),))
+    classes = classes or resolve_classes(raster, options.classes) or ClassList(
+        (SegClass(0, "background", "#000000", False),))
     exclude = {int(nodata)} if nodata is not None else {NODATA}
     if not options.all_classes:
         exclude |= {c.id for c in classes if not c.vectorize}

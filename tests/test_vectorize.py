@@ -69,6 +69,7 @@ def test_area_equals_pixel_count_times_pixel_area(tmp_path, connectivity):
         assert gdf["area_m2"].sum() == pytest.approx((arr == cid).sum() * 0.25, rel=1e-12)
         assert gdf.geometry.area.sum() == pytest.approx((arr == cid).sum() * 0.25, rel=1e-12)
         assert (gdf["source"] == "c.tif").all()
+        assert gdf["mean_confidence"].isna().all()  # no probability raster beside it
         assert gdf.crs.to_epsg() == 32616
 
 

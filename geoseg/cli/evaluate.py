@@ -1,0 +1,48 @@
+"""``geoseg evaluate``: accuracy of class rasters against reference rasters or vectors."""
+
+from __future__ import annotations
+
+import click
+
+from geoseg.cli.main import debug_option
+from geoseg.cli.options import chunk_size_opt, classes_opt, overwrite_opt, progress_opt, scheduler_opt, workers_opt
+
+
+@click.command()
+@click.argument("prediction", type=click.Path())
+@click.argument("reference", type=click.Path())
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Report folder.")
+@classes_opt
+@click.option("--class-field", default=None, help="Vector reference field holding class ids or names.")
+@click.option("--reference-class", default=None, help="Every vector reference feature is this class (name or id).")
+@click.option("--ignore", default="", help="Class ids left out of every count, comma-separated.")
+@click.option("--aoi", type=click.Path(dir_okay=False), default=None, help="Evaluate only inside these polygons.")
+@click.option("--objects", "object_classes", default=None,
+              help="Classes scored as objects (default: building), comma-separated names or ids.")
+@click.option("--iou-threshold", type=float, default=0.5, show_default=True, help="Object match threshold.")
+@click.option("--grid-size", type=int, default=256, show_default=True, help="Audit grid cell in pixels.")
+@click.option("--allow-missing", is_flag=True, help="Skip scenes without a reference in folder runs.")
+@click.option("--no-audit", "audit", is_flag=True, flag_value=False, default=True, help="Skip audit.gpkg.")
+@chunk_size_opt
+@workers_opt
+@scheduler_opt
+@overwrite_opt
+@progress_opt
+@debug_option
+def evaluate(prediction, reference, output, ignore, object_classes, **opts) -> None:
+    """Score PREDICTION against REFERENCE (two files, or two folders matched by scene name).
+
+    Writes OUTPUT/report.json, report.md, report.html and audit.gpkg.
+    """
+    from geoseg.errors import GeosegError
+    from geoseg.evaluate import EvaluateOptions, evaluate as run
+
+    try:
+        ignore_ids = tuple(int(v) for v in ignore.split(",") if v.strip())
+    except ValueError:
+        raise GeosegError(f"--ignore must be comma-separated class ids, got {ignore!r}") from None
+    objects = tuple(v.strip() for v in object_classes.split(",")) if object_classes else None
+    report = run(prediction, reference, output, EvaluateOptions(ignore=ignore_ids, object_classes=objects, **opts))
+    o = report["overall"]
+    click.echo(f"{output}: pixel accuracy {o['pixel_accuracy']:.4f}, mean IoU {o['mean_iou']:.4f}, "
+               f"area-weighted mean IoU {o['mean_iou_area']:.4f}")

@@ -1,0 +1,566 @@
+"""Accuracy audits: a class raster (or a geoseg GeoPackage) against a reference.
+
+The reference may be a class raster (reprojected by nearest neighbour onto the
+prediction's grid, window by window, when its grid differs) or vectors
+(reprojected, then rasterized per chunk with ``all_touched=False``). Each
+chunk is a Dask task returning confusion matrices in pixels and in m², the
+counts of its audit-grid cells, and the TP/FP/FN class codes of its pixels,
+which are written to temporary rasters and vectorized into ``audit.gpkg``.
+Memory follows the chunk size, not the scene size.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import rasterio
+import shapely
+from rasterio.errors import RasterioError
+from rasterio.windows import Window
+from rasterio.windows import transform as window_transform
+
+from geoseg.classes import NODATA, ClassList, SegClass, load_classes, slugify
+from geoseg.errors import GeosegError
+from geoseg.metrics import Confusion, match_objects
+from geoseg.scheduler import open_runner, progress_bar, run_graph
+from geoseg.tiling import Chunk, chunk_grid
+
+log = logging.getLogger("geoseg")
+VECTOR_SUFFIXES = (".gpkg", ".geojson", ".json", ".shp", ".fgb")
+RASTER_SUFFIXES = (".tif", ".tiff")
+
+
+@dataclass(frozen=True)
+class EvaluateOptions:
+    """Options of ``geoseg evaluate``."""
+
+    classes: str | None = None  # class-list YAML; default: the prediction's own metadata
+    class_field: str | None = None  # vector reference field holding class ids or names
+    reference_class: str | None = None  # or: every reference feature is this class (name or id)
+    ignore: tuple[int, ...] = ()
+    aoi: str | None = None
+    object_classes: tuple[str, ...] | None = None  # default: building-like classes
+    iou_threshold: float = 0.5
+    grid_size: int = 256
+    chunk_size: int = 2048
+    workers: int | None = None
+    scheduler: str | None = None
+    allow_missing: bool = False
+    audit: bool = True
+    overwrite: bool = False
+    progress: bool = True
+
+
+# -- sources: anything that yields a class array on the prediction's grid ----------------------------
+
+
+@dataclass(frozen=True)
+class Grid:
+    crs: object
+    transform: rasterio.Affine
+    width: int
+    height: int
+
+    @property
+    def bounds(self):
+        return rasterio.transform.array_bounds(self.height, self.width, self.transform)
+
+
+@dataclass(frozen=True)
+class RasterLabels:
+    path: str
+    warp: bool
+    nodata: float | None
+
+    def read(self, grid: Grid, win: Window) -> np.ndarray:
+        from rasterio.vrt import WarpedVRT
+
+        with rasterio.open(self.path) as src:
+            if not self.warp:
+                arr = src.read(1, window=win, boundless=True, fill_value=NODATA)
+            else:
+                with WarpedVRT(src, crs=grid.crs, transform=grid.transform, width=grid.width, height=grid.height,
+                               resampling=rasterio.enums.Resampling.nearest,
+                               nodata=self.nodata if self.nodata is not None else NODATA) as vrt:
+                    arr = vrt.read(1, window=win)
+        out = arr.astype(np.int32)
+        if self.nodata is not None:
+            out[arr == self.nodata] = NODATA
+        return out
+
+
+@dataclass(frozen=True)
+class VectorLabels:
+    """Features already in the grid's CRS, with integer class ids; uncovered pixels get ``fill``."""
+
+    geoms: tuple
+    ids: tuple[int, ...]
+    fill: int
+
+    def read(self, grid: Grid, win: Window) -> np.ndarray:
+        from rasterio.features import rasterize
+
+        t = window_transform(win, grid.transform)
+        h, w = int(win.height), int(win.width)
+        box = shapely.box(*rasterio.transform.array_bounds(h, w, t))
+        tree = shapely.STRtree(list(self.geoms))
+        hits = sorted(tree.query(box, predicate="intersects"))
+        if not hits:
+            return np.full((h, w), self.fill, dtype=np.int32)
+        return rasterize(((self.geoms[i], self.ids[i]) for i in hits), out_shape=(h, w), transform=t,
+                         fill=self.fill, all_touched=False, dtype="int32")
+
+
+def _is_vector(path: str) -> bool:
+    return Path(path).suffix.lower() in VECTOR_SUFFIXES
+
+
+def _read_vectors(path: str, crs, class_field: str | None, classes: ClassList, role: str,
+                  constant: str | None = None):
+    """Features reprojected to ``crs`` with class ids; warns about values outside the class list."""
+    import geopandas as gpd
+    import pyogrio
+
+    try:
+        layers = [n for n, _ in pyogrio.list_layers(path) if n != "layer_styles"]
+        frames = [pyogrio.read_dataframe(path, layer=n) for n in layers]
+    except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError, OSError) as exc:
+        raise GeosegError(f"not a readable vector file ({exc})", path) from None
+    frames = [f for f in frames if isinstance(f, gpd.GeoDataFrame)]
+    if not frames:
+        raise GeosegError("holds no vector layer", path)
+    gdf = gpd.pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    gdf = gpd.GeoDataFrame(gdf, geometry="geometry", crs=frames[0].crs)
+    if gdf.crs is None:
+        raise GeosegError(f"the {role} has no CRS", path)
+    field_name = class_field or ("class_id" if "class_id" in gdf.columns else None)
+    if constant is not None:
+        ids = _map_classes([constant], classes, "--reference-class")
+        if ids[0] < 0:
+            raise GeosegError(f"--reference-class {constant!r} is not in the class list ({', '.join(classes.names)})")
+        ids = np.full(len(gdf), ids[0])
+    elif field_name is None:
+        only = [c for c in classes if c.vectorize]
+        if len(only) != 1:
+            raise GeosegError(f"pass --class-field to say which field holds the classes (fields: "
+                              f"{', '.join(c for c in gdf.columns if c != 'geometry')})", path)
+        ids = np.full(len(gdf), only[0].id)
+    else:
+        if field_name not in gdf.columns:
+            fields = ", ".join(c for c in gdf.columns if c != "geometry")
+            raise GeosegError(f"has no field {field_name!r}; its fields are: {fields}", path)
+        ids = _map_classes(gdf[field_name].tolist(), classes, path)
+    gdf = gdf.to_crs(crs)
+    keep = ids >= 0
+    geoms = gdf.geometry.values[keep]
+    ok = ~(shapely.is_empty(geoms) | shapely.is_missing(geoms))
+    return tuple(geoms[ok]), tuple(int(i) for i in ids[keep][ok])
+
+
+def _map_classes(values: list, classes: ClassList, path: str) -> np.ndarray:
+    by_name = {slugify(c.name): c.id for c in classes}
+    ids, unknown = [], set()
+    for v in values:
+        cid = None
+        if isinstance(v, (int, np.integer)) or (isinstance(v, str) and v.strip().lstrip("-").isdigit()):
+            cid = int(v) if classes.by_id(int(v)) else None
+        elif isinstance(v, float) and v.is_integer():
+            cid = int(v) if classes.by_id(int(v)) else None
+        elif isinstance(v, str):
+            cid = by_name.get(slugify(v))
+        if cid is None:
+            unknown.add(str(v))
+        ids.append(-1 if cid is None else cid)
+    if unknown:
+        log.warning("%s: class values not in the class list, left out: %s", path, ", ".join(sorted(unknown)))
+    return np.asarray(ids, dtype=np.int64)
+
+
+# -- per-chunk work ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EvalJob:
+    grid: Grid
+    prediction: RasterLabels | VectorLabels
+    reference: RasterLabels | VectorLabels
+    num_classes: int
+    ignore: tuple[int, ...]
+    aoi: tuple  # polygons in the grid's CRS, or empty for everything
+    row_area: tuple[float, ...] | None  # m² per pixel, per row (geographic CRS)
+    pixel_area: float  # m² per pixel (projected CRS)
+    cell: int
+
+
+@dataclass
+class ChunkEval:
+    conf: Confusion
+    cells: dict[tuple[int, int], np.ndarray]  # (cell row, cell col) -> (K, 3) TP/FP/FN pixel counts
+    codes: np.ndarray | None = field(repr=False)  # (3, h, w) uint8 class ids of TP, FP, FN pixels
+
+
+def evaluate_chunk(job: EvalJob, chunk: Chunk, with_codes: bool) -> ChunkEval:
+    win = chunk.window
+    k = job.num_classes
+    pred = job.prediction.read(job.grid, win)
+    ref = job.reference.read(job.grid, win)
+    valid = (pred < k) & (ref < k) & (pred >= 0) & (ref >= 0)
+    for c in job.ignore:
+        valid &= (ref != c) & (pred != c)
+    if job.aoi:
+        from rasterio.features import geometry_mask
+
+        valid &= geometry_mask(job.aoi, out_shape=pred.shape, transform=window_transform(win, job.grid.transform),
+                               invert=True)
+    if job.row_area is not None:
+        area = np.asarray(job.row_area[int(win.row_off) : int(win.row_off + win.height)])[:, None]
+    else:
+        area = np.full((1, 1), job.pixel_area)
+    conf = Confusion(k)
+    conf.add(ref, pred, valid, np.broadcast_to(area, pred.shape))
+
+    cells = {}
+    c = job.cell
+    r0, c0 = int(win.row_off), int(win.col_off)
+    for y in range(0, pred.shape[0], c):
+        for x in range(0, pred.shape[1], c):
+            sl = np.s_[y : y + c, x : x + c]
+            v, p, r = valid[sl], pred[sl][valid[sl]], ref[sl][valid[sl]]
+            if not v.any():
+                continue
+            tp = np.bincount(r[p == r], minlength=k)[:k]
+            fp = np.bincount(p[p != r], minlength=k)[:k]
+            fn = np.bincount(r[p != r], minlength=k)[:k]
+            cells[((r0 + y) // c, (c0 + x) // c)] = np.stack([tp, fp, fn], axis=1)
+    codes = None
+    if with_codes:
+        codes = np.full((3,) + pred.shape, NODATA, dtype=np.uint8)
+        hit = valid & (pred == ref)
+        miss = valid & (pred != ref)
+        codes[0][hit] = pred[hit]
+        codes[1][miss] = pred[miss]
+        codes[2][miss] = ref[miss]
+    return ChunkEval(conf, cells, codes)
+
+
+# -- the driver ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class SceneResult:
+    name: str
+    prediction: str
+    reference: str
+    crs: str | None
+    conf: Confusion
+    objects: dict | None
+    cells: dict
+    grid: Grid
+    cell_size: int
+
+
+def _row_areas(grid: Grid) -> tuple[float, ...] | None:
+    if grid.crs is None or not grid.crs.is_geographic:
+        return None
+    from pyproj import CRS, Geod
+
+    ell = CRS.from_user_input(grid.crs.to_wkt()).ellipsoid
+    geod = Geod(a=ell.semi_major_metre, b=ell.semi_minor_metre)
+    t = grid.transform
+    out = []
+    for r in range(grid.height):
+        x0, y0 = t * (0, r)
+        x1, y1 = t * (1, r + 1)
+        a, _ = geod.polygon_area_perimeter([x0, x1, x1, x0], [y0, y0, y1, y1])
+        out.append(abs(a))
+    return tuple(out)
+
+
+def _pixel_area(grid: Grid) -> float:
+    t = grid.transform
+    if grid.crs is not None and grid.crs.is_geographic:
+        return float("nan")  # per-row geodesic areas are used instead
+    unit = 1.0 if grid.crs is None else float(grid.crs.linear_units_factor[1])
+    return abs(t.a * t.e - t.b * t.d) * unit**2
+
+
+def _open_grid(path: str, role: str) -> tuple[Grid, float | None, dict]:
+    if not os.path.exists(path):
+        raise GeosegError("no such file", path)
+    try:
+        with rasterio.open(path) as src:
+            if src.dtypes[0].startswith("float"):
+                raise GeosegError(f"the {role} is a {src.dtypes[0]} raster; class rasters hold integer ids", path)
+            return Grid(src.crs, src.transform, src.width, src.height), src.nodata, src.tags()
+    except RasterioError as exc:
+        raise GeosegError(f"not a readable raster ({exc})", path) from None
+
+
+def _classes_for(options: EvaluateOptions, tags: dict, path: str) -> ClassList:
+    import json
+
+    if options.classes:
+        return load_classes(options.classes)
+    if "GEOSEG_CLASSES" in tags:
+        return ClassList.from_dict({"classes": json.loads(tags["GEOSEG_CLASSES"])}, path)
+    raise GeosegError("has no geoseg class metadata; pass --classes", path)
+
+
+def evaluate_scene(prediction: str, reference: str, options: EvaluateOptions, runner, audit_dir: Path | None,
+                   classes: ClassList | None = None) -> tuple[SceneResult, ClassList, Path | None]:
+    """Evaluate one prediction against one reference."""
+    prediction, reference = os.fspath(prediction), os.fspath(reference)
+    pred_vec, ref_vec = _is_vector(prediction), _is_vector(reference)
+    if pred_vec and ref_vec:
+        raise GeosegError("both sides are vectors; one of them must be a class raster to give the grid", prediction)
+    if pred_vec:
+        grid, ref_nodata, tags = _open_grid(reference, "reference")
+    else:
+        grid, pred_nodata, tags = _open_grid(prediction, "prediction")
+    if classes is None:
+        classes = _classes_for(options, tags, prediction if not pred_vec else reference)
+    if grid.crs is None:
+        raise GeosegError("has no CRS: cannot place it against the other side", reference if pred_vec else prediction)
+
+    k = max(c.id for c in classes) + 1
+    background = next((c.id for c in classes if not c.vectorize), 0)
+    if pred_vec:
+        geoms, ids = _read_vectors(prediction, grid.crs, "class_id", classes, "prediction")
+        pred_src = VectorLabels(geoms, ids, background)
+        ref_src = RasterLabels(reference, False, ref_nodata)
+        other_bounds, other_crs = grid.bounds, grid.crs
+    else:
+        pred_src = RasterLabels(prediction, False, pred_nodata)
+        if ref_vec:
+            geoms, ids = _read_vectors(reference, grid.crs, options.class_field, classes, "reference",
+                                       options.reference_class)
+            if not geoms:
+                raise GeosegError("the reference has no features", reference)
+            ref_src = VectorLabels(geoms, ids, background)
+            other_bounds, other_crs = tuple(shapely.total_bounds(np.asarray(geoms, dtype=object))), grid.crs
+        else:
+            try:
+                with rasterio.open(reference) as src:
+                    if src.crs is None:
+                        raise GeosegError("the reference has no CRS", reference)
+                    same = src.crs == grid.crs and src.transform == grid.transform and src.shape == (grid.height,
+                                                                                                   grid.width)
+                    ref_src = RasterLabels(reference, not same, src.nodata)
+                    other_bounds, other_crs = src.bounds, src.crs
+            except RasterioError as exc:
+                raise GeosegError(f"not a readable raster ({exc})", reference) from None
+    _check_overlap(grid, other_bounds, other_crs, prediction, reference)
+    aoi = ()
+    if options.aoi:
+        import geopandas as gpd
+
+        aoi = tuple(gpd.read_file(options.aoi).to_crs(grid.crs).geometry.values)
+
+    job = EvalJob(grid, pred_src, ref_src, k, tuple(options.ignore), aoi, _row_areas(grid), _pixel_area(grid),
+                  options.grid_size)
+    chunks = chunk_grid(grid.height, grid.width, options.chunk_size)
+    conf = Confusion(k)
+    cells: dict = {}
+    lock = threading.Lock()
+    writers = _CodeWriters(grid, audit_dir, _scene_name(prediction)) if audit_dir is not None else None
+    bar = progress_bar(sum(len(r) for r in chunks), Path(prediction).name, options.progress)
+    import dask
+
+    task = dask.delayed(evaluate_chunk, pure=True)
+    graph = [(c, task(job, c, writers is not None)) for row in chunks for c in row]
+
+    def sink(chunk: Chunk, res: ChunkEval) -> None:
+        with lock:
+            conf.__iadd__(res.conf)
+            cells.update(res.cells)
+            if writers is not None:
+                writers.write(res.codes, chunk.window)
+        bar.update(1)
+
+    try:
+        run_graph(graph, sink, runner)
+    except BaseException:
+        if writers is not None:
+            writers.discard()
+        raise
+    finally:
+        bar.close()
+    code_paths = writers.close() if writers is not None else None
+
+    objects = None
+    targets = _object_classes(classes, options.object_classes)
+    if targets:
+        objects = {}
+        for c in targets:
+            pred_polys = _class_polygons(pred_src, grid, c, prediction)
+            ref_polys = _class_polygons(ref_src, grid, c, reference)
+            objects[c.name] = match_objects(ref_polys, pred_polys, options.iou_threshold).to_dict()
+    name = _scene_name(prediction)
+    return (SceneResult(name, prediction, reference, grid.crs.to_string() if grid.crs else None, conf, objects,
+                        cells, grid, options.grid_size), classes, code_paths)
+
+
+def _check_overlap(grid: Grid, bounds, crs, prediction: str, reference: str) -> None:
+    from rasterio.warp import transform_bounds
+
+    if crs != grid.crs:
+        bounds = transform_bounds(crs, grid.crs, *bounds)
+    if not shapely.box(*grid.bounds).intersects(shapely.box(*bounds)) or \
+            shapely.box(*grid.bounds).intersection(shapely.box(*bounds)).area == 0:
+        raise GeosegError(f"does not overlap the reference {reference}", prediction)
+
+
+def _object_classes(classes: ClassList, names) -> list[SegClass]:
+    if names is not None:
+        wanted = {slugify(n) for n in names}
+        return [c for c in classes if c.slug in wanted or str(c.id) in wanted]
+    return [c for c in classes if c.slug in ("building", "buildings")]
+
+
+def _class_polygons(src, grid: Grid, cls: SegClass, path: str) -> list:
+    """Objects of one class: features for vectors, 8-connected components for rasters."""
+    if isinstance(src, VectorLabels):
+        return [shapely.make_valid(g) for g, i in zip(src.geoms, src.ids) if i == cls.id]
+    from geoseg.vectorize import VectorizeOptions, vectorize
+
+    # components via the vectorize engine, so the object definition is the map's
+    with tempfile.TemporaryDirectory() as tmp:
+        import pyogrio
+
+        one = Path(tmp) / "one.tif"
+        with rasterio.open(src.path) as s, rasterio.open(one, "w", driver="GTiff", width=grid.width,
+                                                         height=grid.height, count=1, dtype="uint8", nodata=0,
+                                                         crs=grid.crs, transform=grid.transform, tiled=True) as d:
+            for _, w in s.block_windows(1):
+                arr = src.read(grid, w)
+                d.write((arr == cls.id).astype(np.uint8), 1, window=w)
+        gpkg = vectorize(one, Path(tmp) / "one.gpkg", VectorizeOptions(connectivity=8, progress=False,
+                                                                       allow_no_crs=True),
+                         classes=ClassList((SegClass(1, cls.name, cls.color),)))
+        layers = [n for n, _ in pyogrio.list_layers(gpkg) if n != "layer_styles"]
+        return [g for n in layers for g in pyogrio.read_dataframe(gpkg, layer=n).geometry.values]
+
+
+def _scene_name(path: str) -> str:
+    name = Path(path).name
+    for suffix in (".classes.tif", ".gpkg", ".tif", ".tiff"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return Path(path).stem
+
+
+class _CodeWriters:
+    """Three temporary rasters: the class of each TP, FP and FN pixel."""
+
+    def __init__(self, grid: Grid, folder: Path, scene: str) -> None:
+        self.paths = [folder / f".audit-{kind}-{scene}-{os.getpid()}.tif" for kind in ("tp", "fp", "fn")]
+        profile = dict(driver="GTiff", width=grid.width, height=grid.height, count=1, dtype="uint8", nodata=NODATA,
+                       crs=grid.crs, transform=grid.transform, tiled=True, blockxsize=512, blockysize=512,
+                       compress="ZSTD")
+        self.ds = [rasterio.open(p, "w", **profile) for p in self.paths]
+
+    def write(self, codes: np.ndarray, win: Window) -> None:
+        for ds, arr in zip(self.ds, codes):
+            ds.write(arr, 1, window=win)
+
+    def close(self) -> list[Path]:
+        for ds in self.ds:
+            ds.close()
+        return self.paths
+
+    def discard(self) -> None:
+        self.close()
+        for p in self.paths:
+            p.unlink(missing_ok=True)
+
+
+# -- folders -------------------------------------------------------------------------------------------
+
+
+def pair_scenes(predictions: str, references: str, allow_missing: bool) -> list[tuple[str, str]]:
+    """Match prediction and reference files by scene name."""
+    pdir, rdir = Path(predictions), Path(references)
+    preds = sorted(p for p in pdir.iterdir() if p.is_file() and not p.name.startswith(".")
+                   and (p.name.endswith(".classes.tif") or (p.suffix.lower() in RASTER_SUFFIXES + (".gpkg",)
+                                                              and not p.name.endswith(".probs.tif"))))
+    if not preds:
+        raise GeosegError("folder holds no prediction (*.classes.tif, *.tif, *.gpkg)", pdir)
+    refs: dict[str, Path] = {}
+    for r in sorted(rdir.iterdir()):
+        if r.is_file() and r.suffix.lower() in RASTER_SUFFIXES + VECTOR_SUFFIXES:
+            stem = re.sub(r"(_labels|\.labels|_reference)$", "", _scene_name(str(r)))
+            refs.setdefault(stem, r)
+    pairs, missing = [], []
+    for p in preds:
+        name = _scene_name(str(p))
+        if name in refs:
+            pairs.append((str(p), str(refs[name])))
+        else:
+            missing.append(p.name)
+    # a GeoPackage beside its class raster is the same scene
+    pairs = [pr for pr in pairs if not (pr[0].endswith(".gpkg") and any(
+        q[0].endswith(".classes.tif") and _scene_name(q[0]) == _scene_name(pr[0]) for q in pairs))]
+    if missing and not allow_missing:
+        raise GeosegError(f"no reference for {len(missing)} scene(s): {', '.join(missing)}"
+                          " (pass --allow-missing to skip them)", rdir)
+    for m in missing:
+        log.warning("%s: no reference, skipped", m)
+    if not pairs:
+        raise GeosegError("no scene has a reference", rdir)
+    return pairs
+
+
+def evaluate(prediction: str | os.PathLike, reference: str | os.PathLike, output: str | os.PathLike,
+             options: EvaluateOptions | None = None, client: object | None = None):
+    """Evaluate a scene (or matched folders of scenes) and write the reports into ``output``.
+
+    Returns the report as a dict (the content of ``report.json``).
+    """
+    from geoseg.report import build_report, write_reports
+
+    options = options or EvaluateOptions()
+    prediction, reference, out = os.fspath(prediction), os.fspath(reference), Path(output)
+    if not os.path.exists(prediction):
+        raise GeosegError("no such file or folder", prediction)
+    if not os.path.exists(reference):
+        raise GeosegError("no such file or folder", reference)
+    if out.exists() and any(out.iterdir()) and not options.overwrite:
+        raise GeosegError("output folder is not empty; pass --overwrite to replace its reports", out)
+    if os.path.isdir(prediction) != os.path.isdir(reference):
+        raise GeosegError("give two files or two folders", prediction)
+    pairs = pair_scenes(prediction, reference, options.allow_missing) if os.path.isdir(prediction) \
+        else [(prediction, reference)]
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise GeosegError(f"cannot create the output folder ({exc.strerror})", out) from None
+    work = Path(tempfile.mkdtemp(prefix=".geoseg-audit-", dir=out))
+    try:
+        results, classes, audits = [], None, []
+        with open_runner(options.scheduler, options.workers, client) as runner:
+            for p, r in pairs:
+                res, classes, codes = evaluate_scene(p, r, options, runner, work if options.audit else None,
+                                                     classes)
+                results.append(res)
+                audits.append((res, codes))
+        report = build_report(results, classes, options)
+        if options.audit:
+            from geoseg.audit import write_audit
+
+            write_audit(work / "audit.gpkg", audits, classes, options)
+        write_reports(report, results, classes, work)
+        for f in work.iterdir():
+            if not f.name.startswith("."):
+                os.replace(f, out / f.name)
+    finally:
+        import shutil
+
+        shutil.rmtree(work, ignore_errors=True)
+    return report

@@ -1,0 +1,170 @@
+"""Segmentation metrics: the one place geoseg computes them.
+
+Conventions follow Long, Shelhamer and Darrell (FCN, CVPR 2015): ``n_ij`` is
+the number of pixels of reference class ``i`` predicted as class ``j``, and
+``t_i = sum_j n_ij``. Confusion matrices are rows = reference, columns =
+prediction. Every metric is computed from summed confusion matrices, never by
+averaging per-scene means. Classes absent from both reference and prediction
+have undefined (NaN) scores and are left out of means.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+_ROWS = 1 << 22  # pixels per bincount call: bounds the int64 temporaries
+
+
+def confusion(reference: np.ndarray, prediction: np.ndarray, num_classes: int,
+              valid: np.ndarray | None = None, weights: np.ndarray | None = None) -> np.ndarray:
+    """``K x K`` confusion matrix of two label arrays (values outside ``0..K-1`` are skipped).
+
+    ``weights`` (same shape, or broadcastable per row) gives each pixel a weight,
+    e.g. its ground area; the result is then float64, else int64.
+    """
+    ref = np.asarray(reference).ravel()
+    pred = np.asarray(prediction).ravel()
+    keep = (ref < num_classes) & (pred < num_classes)
+    if np.issubdtype(ref.dtype, np.signedinteger) or np.issubdtype(pred.dtype, np.signedinteger):
+        keep &= (ref >= 0) & (pred >= 0)
+    if valid is not None:
+        keep &= np.asarray(valid).ravel()
+    w = None if weights is None else np.broadcast_to(weights, np.shape(reference)).ravel()
+    out = np.zeros(num_classes * num_classes, dtype=np.float64 if w is not None else np.int64)
+    for s in range(0, ref.size, _ROWS):
+        k = keep[s : s + _ROWS]
+        idx = ref[s : s + _ROWS][k].astype(np.int64) * num_classes + pred[s : s + _ROWS][k]
+        out += np.bincount(idx, weights=None if w is None else w[s : s + _ROWS][k],
+                           minlength=num_classes * num_classes).astype(out.dtype)
+    return out.reshape(num_classes, num_classes)
+
+
+def _div(a, b):
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(b > 0, a / np.where(b > 0, b, 1), np.nan)
+
+
+def class_scores(cm: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-class TP, FP, FN, IoU, precision, recall and F1 (Dice) of a confusion matrix."""
+    cm = np.asarray(cm, dtype=np.float64)
+    tp = np.diag(cm)
+    t = cm.sum(axis=1)  # reference totals t_i
+    p = cm.sum(axis=0)  # predicted totals
+    fp, fn = p - tp, t - tp
+    precision, recall = _div(tp, p), _div(tp, t)
+    return {
+        "tp": tp, "fp": fp, "fn": fn, "support": t,
+        "iou": _div(tp, tp + fp + fn),
+        "precision": precision, "recall": recall,
+        "f1": _div(2 * tp, 2 * tp + fp + fn),
+    }
+
+
+def overall_scores(cm: np.ndarray) -> dict[str, float]:
+    """The FCN paper's four metrics."""
+    cm = np.asarray(cm, dtype=np.float64)
+    s = class_scores(cm)
+    t = s["support"]
+    present = t > 0
+    total = cm.sum()
+    return {
+        "pixel_accuracy": float(np.trace(cm) / total) if total else float("nan"),
+        "mean_accuracy": float(np.nanmean(s["recall"][present])) if present.any() else float("nan"),
+        "mean_iou": float(np.nanmean(s["iou"])) if np.isfinite(s["iou"]).any() else float("nan"),
+        "fw_iou": float(np.nansum(t * np.nan_to_num(s["iou"])) / t.sum()) if t.sum() else float("nan"),
+    }
+
+
+def area_weighted_mean_iou(cm_m2: np.ndarray) -> float:
+    """Mean of per-class area IoU, each class weighted by its reference area."""
+    s = class_scores(cm_m2)
+    t = s["support"]
+    ok = np.isfinite(s["iou"]) & (t > 0)
+    return float((s["iou"][ok] * t[ok]).sum() / t[ok].sum()) if ok.any() else float("nan")
+
+
+@dataclass
+class Confusion:
+    """Confusion matrices in pixels and in m², summed over chunks and scenes."""
+
+    num_classes: int
+    px: np.ndarray = field(default=None)
+    m2: np.ndarray = field(default=None)
+
+    def __post_init__(self) -> None:
+        k = self.num_classes
+        if self.px is None:
+            self.px = np.zeros((k, k), dtype=np.int64)
+        if self.m2 is None:
+            self.m2 = np.zeros((k, k), dtype=np.float64)
+
+    def __iadd__(self, other: Confusion) -> Confusion:
+        self.px += other.px
+        self.m2 += other.m2
+        return self
+
+    def add(self, reference, prediction, valid=None, pixel_area=None) -> None:
+        self.px += confusion(reference, prediction, self.num_classes, valid)
+        if pixel_area is not None:
+            self.m2 += confusion(reference, prediction, self.num_classes, valid, weights=pixel_area)
+
+
+# -- object-level scores (the SpaceNet building metric) ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class ObjectScores:
+    tp: int
+    fp: int
+    fn: int
+    threshold: float
+
+    @property
+    def precision(self) -> float:
+        return self.tp / (self.tp + self.fp) if self.tp + self.fp else 0.0
+
+    @property
+    def recall(self) -> float:
+        return self.tp / (self.tp + self.fn) if self.tp + self.fn else 0.0
+
+    @property
+    def f1(self) -> float:
+        p, r = self.precision, self.recall
+        return 2 * p * r / (p + r) if p + r else 0.0
+
+    def to_dict(self) -> dict:
+        return {"tp": self.tp, "fp": self.fp, "fn": self.fn, "precision": self.precision,
+                "recall": self.recall, "f1": self.f1, "iou_threshold": self.threshold}
+
+
+def match_objects(reference, prediction, threshold: float = 0.5) -> ObjectScores:
+    """One-to-one matching of predicted to reference polygons at IoU >= ``threshold``.
+
+    As in the SpaceNet metric: each prediction in turn takes the still
+    unmatched reference polygon it overlaps with the highest IoU; a match at or
+    above the threshold is a true positive and removes that reference polygon.
+    """
+    import shapely
+
+    ref = [g for g in reference if g is not None and not g.is_empty]
+    pred = [g for g in prediction if g is not None and not g.is_empty]
+    tree = shapely.STRtree(ref)
+    free = set(range(len(ref)))
+    tp = 0
+    for g in pred:
+        best, best_iou = None, 0.0
+        for i in tree.query(g, predicate="intersects"):
+            if i not in free:
+                continue
+            inter = shapely.intersection(g, ref[i]).area
+            union = shapely.union(g, ref[i]).area
+            iou = inter / union if union else 0.0
+            if iou > best_iou:
+                best, best_iou = i, iou
+        if best is not None and best_iou >= threshold:
+            tp += 1
+            free.discard(best)
+    return ObjectScores(tp, len(pred) - tp, len(ref) - tp, threshold)

@@ -1,0 +1,237 @@
+"""Evaluation against references geoseg did not write: torchmetrics, NumPy formulas, pyproj, SpaceNet."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import geopandas as gpd
+import numpy as np
+import pytest
+import rasterio
+import shapely
+import torch
+from click.testing import CliRunner
+from rasterio.transform import from_origin
+
+from geoseg.cli.main import cli
+from geoseg.errors import GeosegError
+from geoseg.evaluate import EvaluateOptions, evaluate
+from geoseg.metrics import class_scores, confusion, match_objects, overall_scores
+from tests.test_vectorize import CLASSES, write_classes
+
+
+def paper_metrics(ref, pred, k):
+    """Long et al.'s definitions, written out directly."""
+    n = np.zeros((k, k))
+    for i in range(k):
+        for j in range(k):
+            n[i, j] = np.sum((ref == i) & (pred == j))
+    t = n.sum(1)
+    iou = np.diag(n) / (t + n.sum(0) - np.diag(n))
+    return {"pixel_accuracy": np.trace(n) / n.sum(), "mean_accuracy": np.mean(np.diag(n) / t),
+            "mean_iou": np.mean(iou), "fw_iou": np.sum(t * iou) / t.sum(), "iou": iou}
+
+
+@pytest.mark.parametrize("k", [2, 3, 7, 16, 30])
+def test_confusion_metrics_equal_torchmetrics_and_the_paper(k):
+    from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
+
+    rng = np.random.default_rng(k)
+    ref = rng.integers(0, k, (300, 400))
+    pred = np.where(rng.random(ref.shape) < 0.6, ref, rng.integers(0, k, ref.shape))
+    ref[rng.random(ref.shape) < 0.05] = 255           # ignore / nodata in the reference
+    pred[rng.random(ref.shape) < 0.03] = 255          # nodata in the prediction
+    valid = (ref != 255) & (pred != 255)
+    cm = confusion(ref, pred, k, valid)
+    ours, per_class = overall_scores(cm), class_scores(cm)
+    paper = paper_metrics(ref[valid], pred[valid], k)
+    t, p = torch.from_numpy(ref[valid]), torch.from_numpy(pred[valid])
+    tm_iou = MulticlassJaccardIndex(k, average="none")(p, t).double().numpy()
+    tm_acc = MulticlassAccuracy(k, average="micro")(p, t).item()
+    tm_macc = MulticlassAccuracy(k, average="macro")(p, t).item()
+    np.testing.assert_allclose(per_class["iou"], paper["iou"], rtol=0, atol=1e-9)
+    np.testing.assert_allclose(per_class["iou"], tm_iou, rtol=0, atol=1e-6)  # torchmetrics computes in float32
+    for key in ("pixel_accuracy", "mean_accuracy", "mean_iou", "fw_iou"):
+        assert ours[key] == pytest.approx(paper[key], abs=1e-9)
+    assert ours["mean_iou"] == pytest.approx(MulticlassJaccardIndex(k)(p, t).item(), abs=1e-6)
+    assert ours["pixel_accuracy"] == pytest.approx(tm_acc, abs=1e-6)
+    assert ours["mean_accuracy"] == pytest.approx(tm_macc, abs=1e-6)
+
+
+def test_pipeline_confusion_equals_numpy_with_ignore_and_nodata(tmp_path):
+    rng = np.random.default_rng(1)
+    ref = rng.integers(0, 4, (700, 900)).astype(np.uint8)
+    pred = np.where(rng.random(ref.shape) < 0.7, ref, rng.integers(0, 4, ref.shape)).astype(np.uint8)
+    ref[:20] = 255
+    pred[:, :30] = 255
+    write_classes(tmp_path / "p.tif", pred)
+    write_classes(tmp_path / "r.tif", ref)
+    rep = evaluate(tmp_path / "p.tif", tmp_path / "r.tif", tmp_path / "out",
+                   EvaluateOptions(ignore=(3,), chunk_size=256, progress=False, audit=False))
+    valid = (ref != 255) & (pred != 255) & (ref != 3) & (pred != 3)
+    expected = confusion(ref, pred, 4, valid)
+    np.testing.assert_array_equal(np.asarray(rep["confusion_px"]), expected)
+    np.testing.assert_allclose(np.asarray(rep["confusion_m2"]), expected * 0.25)
+    assert rep["schema_version"] == 1 and rep["classes"][3]["iou"] is None
+
+
+def test_area_weighting_across_resolutions(tmp_path):
+    pdir, rdir = tmp_path / "pred", tmp_path / "ref"
+    pdir.mkdir(), rdir.mkdir()
+    # scene a at 0.3 m: building IoU 1/2 ; scene b at 0.5 m: building IoU 9/10
+    a_ref, a_pred = np.zeros((100, 100), np.uint8), np.zeros((100, 100), np.uint8)
+    a_ref[0:40, 0:50] = 1
+    a_pred[0:40, 0:25] = 1
+    a_pred[40:80, 0:25] = 1          # 1000 TP px, 1000 FP px, 1000 FN px
+    b_ref, b_pred = np.zeros((100, 100), np.uint8), np.zeros((100, 100), np.uint8)
+    b_ref[0:20, 0:50] = 1
+    b_pred[0:18, 0:50] = 1           # 900 TP px, 100 FN px
+    for name, ref, pred, res in (("a", a_ref, a_pred, 0.3), ("b", b_ref, b_pred, 0.5)):
+        t = from_origin(500000, 4000000, res, res)
+        write_classes(pdir / f"{name}.classes.tif", pred, transform=t)
+        write_classes(rdir / f"{name}.tif", ref, transform=t)
+    rep = evaluate(pdir, rdir, tmp_path / "out", EvaluateOptions(progress=False, audit=False))
+    b = rep["classes"][1]
+    tp_m2 = 1000 * 0.09 + 900 * 0.25
+    fp_m2 = 1000 * 0.09
+    fn_m2 = 1000 * 0.09 + 100 * 0.25
+    assert b["tp_m2"] == pytest.approx(tp_m2) and b["fp_m2"] == pytest.approx(fp_m2)
+    assert b["iou_area"] == pytest.approx(tp_m2 / (tp_m2 + fp_m2 + fn_m2), abs=1e-12)
+    assert b["iou"] == pytest.approx(1900 / (1900 + 1000 + 1100), abs=1e-12)
+    # the coarse, accurate scene covers more ground, so area weighting raises building IoU
+    assert b["iou_area"] > b["iou"]
+    assert [s["scene"] for s in rep["scenes"]] == ["a", "b"]
+
+
+def test_geographic_pixel_areas_match_geod(tmp_path):
+    from pyproj import Geod
+
+    t = from_origin(-115.2338, 60.1423, 2.7e-5, 2.7e-5)  # far north, where degrees shrink
+    ref = np.zeros((400, 300), np.uint8)
+    ref[100:300, 50:250] = 1
+    write_classes(tmp_path / "p.tif", ref, crs="EPSG:4326", transform=t)
+    write_classes(tmp_path / "r.tif", ref, crs="EPSG:4326", transform=t)
+    rep = evaluate(tmp_path / "p.tif", tmp_path / "r.tif", tmp_path / "out",
+                   EvaluateOptions(progress=False, audit=False))
+    total = np.asarray(rep["confusion_m2"]).sum()
+    x0, y0 = t * (0, 0)
+    x1, y1 = t * (300, 400)
+    box = shapely.segmentize(shapely.box(x0, y1, x1, y0), 1e-4)
+    geod_area = abs(Geod(ellps="WGS84").geometry_area_perimeter(box)[0])
+    assert total == pytest.approx(geod_area, rel=1e-3)
+    sq = shapely.segmentize(shapely.box(*(t * (50, 300)), *(t * (250, 100))), 1e-5)
+    assert rep["classes"][1]["tp_m2"] == pytest.approx(abs(Geod(ellps="WGS84").geometry_area_perimeter(sq)[0]),
+                                                       rel=1e-3)
+
+
+def test_spacenet_object_f1(shared_data):
+    gt = gpd.read_file(shared_data / "solaris" / "gt.geojson")
+    pred = gpd.read_file(shared_data / "solaris" / "pred.geojson")
+    s = match_objects(gt.geometry.values, pred.geometry.values, 0.5)
+    assert (s.tp, s.fp, s.fn) == (8, 20, 20)
+    assert s.f1 == pytest.approx(0.2857142857142857, abs=1e-12)
+
+
+@pytest.fixture()
+def spacenet_mask(shared_data, tmp_path):
+    sol = shared_data / "solaris"
+    with rasterio.open(sol / "sample_geotiff.tif") as src:
+        crs, t = src.crs, src.transform
+    with rasterio.open(sol / "sample_fp_mask_from_geojson.tif") as src:
+        mask = src.read(1)
+    return write_classes(tmp_path / "fp.classes.tif", (mask == 255).astype(np.uint8), crs=crs, transform=t)
+
+
+def test_vector_reference_gives_building_iou_one(spacenet_mask, shared_data, tmp_path):
+    r = CliRunner().invoke(cli, ["evaluate", str(spacenet_mask), str(shared_data / "solaris" / "geotiff_labels.geojson"),
+                                 "-o", str(tmp_path / "audit"), "--reference-class", "building", "--no-progress"])
+    assert r.exit_code == 0, r.output
+    rep = json.loads((tmp_path / "audit" / "report.json").read_text())
+    b = rep["classes"][1]
+    assert b["name"] == "building" and b["iou"] == 1.0 and b["iou_area"] == 1.0
+    assert b["tp_px"] == 33818 and b["fp_px"] == 0 and b["fn_px"] == 0
+    assert rep["objects"]["building"]["tp"] == 43 and rep["objects"]["building"]["f1"] == 1.0
+    for f in ("report.md", "report.html", "audit.gpkg"):
+        assert (tmp_path / "audit" / f).stat().st_size > 0
+    assert "data:image/png;base64," in (tmp_path / "audit" / "report.html").read_text()
+    import pyogrio
+
+    layers = dict(pyogrio.list_layers(tmp_path / "audit" / "audit.gpkg"))
+    assert {"building_tp", "building_fp", "building_fn", "iou_grid"} <= set(layers)
+    tp = pyogrio.read_dataframe(tmp_path / "audit" / "audit.gpkg", layer="building_tp")
+    assert tp.geometry.area.sum() == pytest.approx(33818 * 0.25)
+    assert len(pyogrio.read_dataframe(tmp_path / "audit" / "audit.gpkg", layer="building_fp")) == 0
+    grid = pyogrio.read_dataframe(tmp_path / "audit" / "audit.gpkg", layer="iou_grid")
+    assert len(grid) == 16 and grid["valid_px"].sum() == 900 * 900
+    assert set(grid["iou_building"].dropna()) == {1.0}
+
+
+def test_folder_run_sums_the_scene_matrices(tmp_path):
+    pdir, rdir = tmp_path / "pred", tmp_path / "ref"
+    pdir.mkdir(), rdir.mkdir()
+    rng = np.random.default_rng(3)
+    total = np.zeros((4, 4), dtype=np.int64)
+    for i, size in enumerate((120, 200, 333)):
+        ref = rng.integers(0, 4, (size, size + 17)).astype(np.uint8)
+        pred = np.where(rng.random(ref.shape) < 0.5, ref, rng.integers(0, 4, ref.shape)).astype(np.uint8)
+        write_classes(pdir / f"s{i}.classes.tif", pred)
+        write_classes(rdir / f"s{i}.tif", ref)
+        total += confusion(ref, pred, 4)
+    r = CliRunner().invoke(cli, ["evaluate", str(pdir), str(rdir), "-o", str(tmp_path / "all"), "--no-progress",
+                                 "--chunk-size", "64"])
+    assert r.exit_code == 0, r.output
+    rep = json.loads((tmp_path / "all" / "report.json").read_text())
+    np.testing.assert_array_equal(np.asarray(rep["confusion_px"]), total)
+    np.testing.assert_array_equal(sum(np.asarray(s["confusion_px"]) for s in rep["scenes"]), total)
+    assert rep["overall"]["mean_iou"] == pytest.approx(overall_scores(total)["mean_iou"], abs=1e-12)
+
+
+def one_line_error(r, *needles):
+    assert r.exit_code == 1, r.output
+    err = r.stderr.strip()
+    assert "\n" not in err and err.startswith("geoseg: error:") and "Traceback" not in r.output, err
+    for n in needles:
+        assert n in err, err
+
+
+def test_bad_input(tmp_path, spacenet_mask, shared_data, caplog):
+    far = write_classes(tmp_path / "far.tif", np.zeros((50, 50), np.uint8), transform=from_origin(0, 0, 1, 1))
+    r = CliRunner().invoke(cli, ["evaluate", str(spacenet_mask), str(far), "-o", str(tmp_path / "o1")])
+    one_line_error(r, "does not overlap the reference")
+    assert not (tmp_path / "o1").exists() or not any((tmp_path / "o1").iterdir())
+
+    nocrs = write_classes(tmp_path / "nocrs.tif", np.zeros((50, 50), np.uint8), crs=None)
+    r = CliRunner().invoke(cli, ["evaluate", str(spacenet_mask), str(nocrs), "-o", str(tmp_path / "o2")])
+    one_line_error(r, "nocrs.tif", "no CRS")
+
+    labels = shared_data / "solaris" / "geotiff_labels.geojson"
+    r = CliRunner().invoke(cli, ["evaluate", str(spacenet_mask), str(labels), "-o", str(tmp_path / "o3"),
+                                 "--class-field", "kind"])
+    one_line_error(r, "has no field 'kind'; its fields are: access, addr_house")
+    assert not (tmp_path / "o3" / "report.json").exists()
+
+    mixed = gpd.read_file(labels)[["geometry"]]
+    mixed["kind"] = ["tree" if i < 3 else "building" for i in range(len(mixed))]
+    mixed.to_file(tmp_path / "mixed.gpkg")
+    with caplog.at_level(logging.WARNING, logger="geoseg"):
+        r = CliRunner().invoke(cli, ["evaluate", str(spacenet_mask), str(tmp_path / "mixed.gpkg"), "-o",
+                                     str(tmp_path / "o4"), "--class-field", "kind", "--no-progress", "--no-audit"])
+    assert r.exit_code == 0, r.output
+    assert "class values not in the class list, left out: tree" in caplog.text
+    rep = json.loads((tmp_path / "o4" / "report.json").read_text())
+    assert rep["classes"][1]["fp_px"] > 0 and rep["classes"][1]["fn_px"] == 0  # the 3 trees are not buildings
+
+    pdir, rdir = tmp_path / "pd", tmp_path / "rd"
+    pdir.mkdir(), rdir.mkdir()
+    for n in ("a", "b", "c"):
+        write_classes(pdir / f"{n}.classes.tif", np.ones((40, 40), np.uint8))
+    write_classes(rdir / "a.tif", np.ones((40, 40), np.uint8))
+    r = CliRunner().invoke(cli, ["evaluate", str(pdir), str(rdir), "-o", str(tmp_path / "o5")])
+    one_line_error(r, "no reference for 2 scene(s): b.classes.tif, c.classes.tif", "--allow-missing")
+    r = CliRunner().invoke(cli, ["evaluate", str(pdir), str(rdir), "-o", str(tmp_path / "o5"), "--allow-missing",
+                                 "--no-progress"])
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "o5" / "report.json").read_text())["inputs"][0]["scene"] == "a"
+    with pytest.raises(GeosegError, match="is not in the class list"):
+        evaluate(spacenet_mask, labels, tmp_path / "o6", EvaluateOptions(reference_class="tree", progress=False))
