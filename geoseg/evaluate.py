@@ -28,12 +28,12 @@ from rasterio.windows import transform as window_transform
 
 from geoseg.classes import NODATA, ClassList, SegClass, load_classes, slugify
 from geoseg.errors import GeosegError
+from geoseg.labels import VECTOR_SUFFIXES, Grid, RasterLabels, VectorLabels, is_vector, read_vectors
 from geoseg.metrics import Confusion, match_objects
 from geoseg.scheduler import open_runner, progress_bar, run_graph
 from geoseg.tiling import Chunk, chunk_grid
 
 log = logging.getLogger("geoseg")
-VECTOR_SUFFIXES = (".gpkg", ".geojson", ".json", ".shp", ".fgb")
 RASTER_SUFFIXES = (".tif", ".tiff")
 
 
@@ -56,131 +56,6 @@ class EvaluateOptions:
     audit: bool = True
     overwrite: bool = False
     progress: bool = True
-
-
-# -- sources: anything that yields a class array on the prediction's grid ----------------------------
-
-
-@dataclass(frozen=True)
-class Grid:
-    crs: object
-    transform: rasterio.Affine
-    width: int
-    height: int
-
-    @property
-    def bounds(self):
-        return rasterio.transform.array_bounds(self.height, self.width, self.transform)
-
-
-@dataclass(frozen=True)
-class RasterLabels:
-    path: str
-    warp: bool
-    nodata: float | None
-
-    def read(self, grid: Grid, win: Window) -> np.ndarray:
-        from rasterio.vrt import WarpedVRT
-
-        with rasterio.open(self.path) as src:
-            if not self.warp:
-                arr = src.read(1, window=win, boundless=True, fill_value=NODATA)
-            else:
-                with WarpedVRT(src, crs=grid.crs, transform=grid.transform, width=grid.width, height=grid.height,
-                               resampling=rasterio.enums.Resampling.nearest,
-                               nodata=self.nodata if self.nodata is not None else NODATA) as vrt:
-                    arr = vrt.read(1, window=win)
-        out = arr.astype(np.int32)
-        if self.nodata is not None:
-            out[arr == self.nodata] = NODATA
-        return out
-
-
-@dataclass(frozen=True)
-class VectorLabels:
-    """Features already in the grid's CRS, with integer class ids; uncovered pixels get ``fill``."""
-
-    geoms: tuple
-    ids: tuple[int, ...]
-    fill: int
-
-    def read(self, grid: Grid, win: Window) -> np.ndarray:
-        from rasterio.features import rasterize
-
-        t = window_transform(win, grid.transform)
-        h, w = int(win.height), int(win.width)
-        box = shapely.box(*rasterio.transform.array_bounds(h, w, t))
-        tree = shapely.STRtree(list(self.geoms))
-        hits = sorted(tree.query(box, predicate="intersects"))
-        if not hits:
-            return np.full((h, w), self.fill, dtype=np.int32)
-        return rasterize(((self.geoms[i], self.ids[i]) for i in hits), out_shape=(h, w), transform=t,
-                         fill=self.fill, all_touched=False, dtype="int32")
-
-
-def _is_vector(path: str) -> bool:
-    return Path(path).suffix.lower() in VECTOR_SUFFIXES
-
-
-def _read_vectors(path: str, crs, class_field: str | None, classes: ClassList, role: str,
-                  constant: str | None = None):
-    """Features reprojected to ``crs`` with class ids; warns about values outside the class list."""
-    import geopandas as gpd
-    import pyogrio
-
-    try:
-        layers = [n for n, _ in pyogrio.list_layers(path) if n != "layer_styles"]
-        frames = [pyogrio.read_dataframe(path, layer=n) for n in layers]
-    except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError, OSError) as exc:
-        raise GeosegError(f"not a readable vector file ({exc})", path) from None
-    frames = [f for f in frames if isinstance(f, gpd.GeoDataFrame)]
-    if not frames:
-        raise GeosegError("holds no vector layer", path)
-    gdf = gpd.pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
-    gdf = gpd.GeoDataFrame(gdf, geometry="geometry", crs=frames[0].crs)
-    if gdf.crs is None:
-        raise GeosegError(f"the {role} has no CRS", path)
-    field_name = class_field or ("class_id" if "class_id" in gdf.columns else None)
-    if constant is not None:
-        ids = _map_classes([constant], classes, "--reference-class")
-        if ids[0] < 0:
-            raise GeosegError(f"--reference-class {constant!r} is not in the class list ({', '.join(classes.names)})")
-        ids = np.full(len(gdf), ids[0])
-    elif field_name is None:
-        only = [c for c in classes if c.vectorize]
-        if len(only) != 1:
-            raise GeosegError(f"pass --class-field to say which field holds the classes (fields: "
-                              f"{', '.join(c for c in gdf.columns if c != 'geometry')})", path)
-        ids = np.full(len(gdf), only[0].id)
-    else:
-        if field_name not in gdf.columns:
-            fields = ", ".join(c for c in gdf.columns if c != "geometry")
-            raise GeosegError(f"has no field {field_name!r}; its fields are: {fields}", path)
-        ids = _map_classes(gdf[field_name].tolist(), classes, path)
-    gdf = gdf.to_crs(crs)
-    keep = ids >= 0
-    geoms = gdf.geometry.values[keep]
-    ok = ~(shapely.is_empty(geoms) | shapely.is_missing(geoms))
-    return tuple(geoms[ok]), tuple(int(i) for i in ids[keep][ok])
-
-
-def _map_classes(values: list, classes: ClassList, path: str) -> np.ndarray:
-    by_name = {slugify(c.name): c.id for c in classes}
-    ids, unknown = [], set()
-    for v in values:
-        cid = None
-        if isinstance(v, (int, np.integer)) or (isinstance(v, str) and v.strip().lstrip("-").isdigit()):
-            cid = int(v) if classes.by_id(int(v)) else None
-        elif isinstance(v, float) and v.is_integer():
-            cid = int(v) if classes.by_id(int(v)) else None
-        elif isinstance(v, str):
-            cid = by_name.get(slugify(v))
-        if cid is None:
-            unknown.add(str(v))
-        ids.append(-1 if cid is None else cid)
-    if unknown:
-        log.warning("%s: class values not in the class list, left out: %s", path, ", ".join(sorted(unknown)))
-    return np.asarray(ids, dtype=np.int64)
 
 
 # -- per-chunk work ------------------------------------------------------------------------------------
@@ -317,7 +192,7 @@ def evaluate_scene(prediction: str, reference: str, options: EvaluateOptions, ru
                    classes: ClassList | None = None) -> tuple[SceneResult, ClassList, Path | None]:
     """Evaluate one prediction against one reference."""
     prediction, reference = os.fspath(prediction), os.fspath(reference)
-    pred_vec, ref_vec = _is_vector(prediction), _is_vector(reference)
+    pred_vec, ref_vec = is_vector(prediction), is_vector(reference)
     if pred_vec and ref_vec:
         raise GeosegError("both sides are vectors; one of them must be a class raster to give the grid", prediction)
     if pred_vec:
@@ -332,14 +207,14 @@ def evaluate_scene(prediction: str, reference: str, options: EvaluateOptions, ru
     k = max(c.id for c in classes) + 1
     background = next((c.id for c in classes if not c.vectorize), 0)
     if pred_vec:
-        geoms, ids = _read_vectors(prediction, grid.crs, "class_id", classes, "prediction")
+        geoms, ids = read_vectors(prediction, grid.crs, "class_id", classes, "prediction")
         pred_src = VectorLabels(geoms, ids, background)
         ref_src = RasterLabels(reference, False, ref_nodata)
         other_bounds, other_crs = grid.bounds, grid.crs
     else:
         pred_src = RasterLabels(prediction, False, pred_nodata)
         if ref_vec:
-            geoms, ids = _read_vectors(reference, grid.crs, options.class_field, classes, "reference",
+            geoms, ids = read_vectors(reference, grid.crs, options.class_field, classes, "reference",
                                        options.reference_class)
             if not geoms:
                 raise GeosegError("the reference has no features", reference)
@@ -401,6 +276,10 @@ def evaluate_scene(prediction: str, reference: str, options: EvaluateOptions, ru
         for c in targets:
             pred_polys = _class_polygons(pred_src, grid, c, prediction)
             ref_polys = _class_polygons(ref_src, grid, c, reference)
+            if aoi:  # objects belong to the AOI where their representative point lies
+                area = shapely.union_all(list(aoi))
+                pred_polys = [g for g in pred_polys if area.contains(g.representative_point())]
+                ref_polys = [g for g in ref_polys if area.contains(g.representative_point())]
             objects[c.name] = match_objects(ref_polys, pred_polys, options.iou_threshold).to_dict()
     name = _scene_name(prediction)
     return (SceneResult(name, prediction, reference, grid.crs.to_string() if grid.crs else None, conf, objects,

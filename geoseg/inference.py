@@ -18,7 +18,7 @@ import torch
 from geoseg.bundle import BundleMeta, load_bundle
 from geoseg.errors import GeosegError
 
-_CACHE: dict[tuple, "Predictor"] = {}
+_CACHE: dict[tuple, Predictor] = {}
 _CACHE_LOCK = threading.Lock()
 
 

@@ -12,7 +12,11 @@ import os
 import sys
 
 from qgis.core import (
-    QgsApplication, QgsMapRendererParallelJob, QgsMapSettings, QgsRectangle, QgsVectorLayer,
+    QgsApplication,
+    QgsMapRendererParallelJob,
+    QgsMapSettings,
+    QgsRectangle,
+    QgsVectorLayer,
 )
 from qgis.PyQt.QtCore import QSize
 from qgis.PyQt.QtGui import QColor

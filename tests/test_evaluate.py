@@ -18,7 +18,7 @@ from geoseg.cli.main import cli
 from geoseg.errors import GeosegError
 from geoseg.evaluate import EvaluateOptions, evaluate
 from geoseg.metrics import class_scores, confusion, match_objects, overall_scores
-from tests.test_vectorize import CLASSES, write_classes
+from tests.test_vectorize import write_classes
 
 
 def paper_metrics(ref, pred, k):

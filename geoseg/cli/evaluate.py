@@ -35,7 +35,8 @@ def evaluate(prediction, reference, output, ignore, object_classes, **opts) -> N
     Writes OUTPUT/report.json, report.md, report.html and audit.gpkg.
     """
     from geoseg.errors import GeosegError
-    from geoseg.evaluate import EvaluateOptions, evaluate as run
+    from geoseg.evaluate import EvaluateOptions
+    from geoseg.evaluate import evaluate as run
 
     try:
         ignore_ids = tuple(int(v) for v in ignore.split(",") if v.strip())

@@ -54,11 +54,13 @@ def _register() -> None:
     from geoseg.cli.evaluate import evaluate
     from geoseg.cli.model import model
     from geoseg.cli.predict import predict
+    from geoseg.cli.train import train
     from geoseg.cli.vectorize import vectorize
 
     cli.add_command(evaluate)
     cli.add_command(model)
     cli.add_command(predict)
+    cli.add_command(train)
     cli.add_command(vectorize)
 
 

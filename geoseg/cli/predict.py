@@ -28,7 +28,8 @@ def predict(bundle: str, inputs: tuple[str, ...], output: str, do_vectorize: boo
     """
     from pathlib import Path
 
-    from geoseg.predict import PredictOptions, predict as run
+    from geoseg.predict import PredictOptions
+    from geoseg.predict import predict as run
 
     options = PredictOptions(**opts)
     outs = run(bundle, list(inputs), output, options)

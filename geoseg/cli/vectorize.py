@@ -6,7 +6,13 @@ import click
 
 from geoseg.cli.main import debug_option
 from geoseg.cli.options import (
-    allow_no_crs_opt, chunk_size_opt, classes_opt, overwrite_opt, progress_opt, scheduler_opt, workers_opt,
+    allow_no_crs_opt,
+    chunk_size_opt,
+    classes_opt,
+    overwrite_opt,
+    progress_opt,
+    scheduler_opt,
+    workers_opt,
 )
 
 min_area_opt = click.option("--min-area", type=float, default=0.0, show_default=True,
@@ -42,6 +48,7 @@ def vectorize_options(f):
 @debug_option
 def vectorize(raster: str, output: str, connectivity: str, **opts) -> None:
     """Vectorize the class RASTER into a GeoPackage with one styled layer per class."""
-    from geoseg.vectorize import VectorizeOptions, vectorize as run
+    from geoseg.vectorize import VectorizeOptions
+    from geoseg.vectorize import vectorize as run
 
     click.echo(run(raster, output, VectorizeOptions(connectivity=int(connectivity), **opts)))

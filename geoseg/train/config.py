@@ -1,0 +1,225 @@
+"""Training configuration: YAML, validated at the edge, unknown keys named in the error.
+
+Example (``configs/train/atlanta_buildings.yaml``)::
+
+    classes: ../classes/buildings.yaml          # a class-list file, or an inline class list
+    bands: [1]
+    scenes:
+      - image: ../../geoseg/data/atlanta/sample_geotiff.tif
+        labels: {path: ../../geoseg/data/atlanta/geotiff_labels.geojson, class_value: building}
+    validation: {block_size: 300, holdout: [[0, 2], [1, 2], [2, 2]]}
+    model: {architecture: unet, encoder: mobilenet_v2, chip_size: 256}
+    sampling: {chips_per_epoch: 256, class_balance: 0.5, min_valid: 0.5}
+    augment: {flips: true, rot90: true, brightness: 0.1, contrast: 0.1}
+    train: {loss: ce+dice, optimizer: adamw, lr: 0.001, epochs: 30, batch_size: 8, seed: 0}
+
+Relative paths are relative to the config file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from geoseg.classes import ClassList, load_classes
+from geoseg.errors import GeosegError
+
+
+@dataclass(frozen=True)
+class LabelsConfig:
+    path: str
+    class_field: str | None = None
+    class_value: str | None = None  # every feature is this class
+    mapping: dict = field(default_factory=dict)  # field value -> class name or id
+    buffer_m: dict = field(default_factory=dict)  # class name -> buffer distance per side, in metres, for lines
+
+
+@dataclass(frozen=True)
+class SceneConfig:
+    image: str
+    labels: LabelsConfig
+
+
+@dataclass(frozen=True)
+class ChipsConfig:
+    """A folder of image chips and one of masks with the same stems (VOC style)."""
+
+    images: str
+    masks: str
+    ignore_index: int = 255
+
+
+@dataclass(frozen=True)
+class ValidationConfig:
+    block_size: int = 256
+    fraction: float = 0.2  # of blocks held out, chosen by the seed, when holdout is empty
+    holdout: list = field(default_factory=list)  # explicit [row, col] blocks held out
+    scenes: list = field(default_factory=list)  # separate validation scenes (SceneConfig mappings)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    architecture: str = "unet"
+    encoder: str = "resnet18"
+    chip_size: int = 256
+    arch_params: dict = field(default_factory=dict)
+    tile_size: int = 512
+    overlap: int = 32
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    chips_per_epoch: int = 256
+    class_balance: float = 0.5  # share of chips drawn to contain a rare class
+    min_valid: float = 0.5  # skip chips with less valid (not nodata) area
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    flips: bool = True
+    rot90: bool = True
+    brightness: float = 0.0  # +- share of a standard deviation
+    contrast: float = 0.0  # +- relative
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    loss: str = "ce+dice"  # ce, dice, ce+dice
+    optimizer: str = "adamw"  # adamw, sgd
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    schedule: str = "cosine"  # cosine, constant
+    epochs: int = 20
+    batch_size: int = 8
+    seed: int = 0
+    device: str = "auto"
+    workers: int = 0  # DataLoader worker processes
+    half_weights: bool = False  # store the bundle's weights in float16
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    classes: ClassList
+    bands: tuple[int, ...]
+    scenes: tuple[SceneConfig, ...] = ()
+    chips: ChipsConfig | None = None
+    validation: ValidationConfig = ValidationConfig()
+    model: ModelConfig = ModelConfig()
+    sampling: SamplingConfig = SamplingConfig()
+    augment: AugmentConfig = AugmentConfig()
+    train: OptimConfig = OptimConfig()
+    source: str = ""
+    raw: dict = field(default_factory=dict, repr=False)
+
+
+def _build(cls, data, where: str, source: str):
+    if not isinstance(data, dict):
+        raise GeosegError(f"{where} must be a mapping", source)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise GeosegError(f"unknown key {where + '.' if where else ''}{unknown[0]} "
+                          f"(allowed: {', '.join(sorted(names))})", source)
+    hints = typing.get_type_hints(cls)
+    out = {}
+    for k, v in data.items():
+        t = hints[k]
+        if dataclasses.is_dataclass(t) and not isinstance(v, t):
+            v = _build(t, v, f"{where}.{k}" if where else k, source)
+        elif t in (int, float) and v is not None:
+            try:
+                v = t(v)
+            except (TypeError, ValueError):
+                raise GeosegError(f"{where}.{k} must be a number, got {v!r}", source) from None
+        out[k] = v
+    try:
+        return cls(**out)
+    except TypeError as exc:
+        raise GeosegError(f"{where or 'config'}: {exc}", source) from None
+
+
+def load_config(path: str | Path) -> TrainConfig:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise GeosegError("training config not found", path) from None
+    except yaml.YAMLError as exc:
+        raise GeosegError(f"not valid YAML ({exc.__class__.__name__})", path) from None
+    return parse_config(raw, path)
+
+
+def parse_config(raw: dict, path: Path) -> TrainConfig:
+    src = str(path)
+    base = path.parent
+    if not isinstance(raw, dict):
+        raise GeosegError("a training config must be a mapping", src)
+    known = {f.name for f in dataclasses.fields(TrainConfig)} - {"source", "raw"}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise GeosegError(f"unknown key {unknown[0]} (allowed: {', '.join(sorted(known))})", src)
+
+    def rel(p: str) -> str:
+        q = Path(p)
+        return str(q if q.is_absolute() else (base / q).resolve())
+
+    if "classes" not in raw:
+        raise GeosegError("needs 'classes' (a class-list file or list)", src)
+    c = raw["classes"]
+    classes = load_classes(rel(c)) if isinstance(c, str) else ClassList.from_dict(
+        c if isinstance(c, dict) else {"classes": c}, src)
+    if not classes.is_contiguous():
+        raise GeosegError("training classes must have ids 0..K-1 in order", src)
+    bands = raw.get("bands", [1])
+    if not isinstance(bands, list) or not bands or not all(isinstance(b, int) and b >= 1 for b in bands):
+        raise GeosegError(f"bands must be a list of 1-based band indexes, got {bands!r}", src)
+
+    def scene(d, where):
+        if not isinstance(d, dict):
+            raise GeosegError(f"{where} must be a mapping with image and labels", src)
+        d = dict(d)
+        labels = d.get("labels")
+        if isinstance(labels, str):
+            labels = {"path": labels}
+        if isinstance(labels, dict):
+            labels = dict(labels)
+            if "path" in labels:
+                labels["path"] = rel(labels["path"])
+            d["labels"] = _build(LabelsConfig, labels, f"{where}.labels", src)
+        if "image" in d:
+            d["image"] = rel(d["image"])
+        return _build(SceneConfig, d, where, src)
+
+    scenes = tuple(scene(s, f"scenes[{i}]") for i, s in enumerate(raw.get("scenes") or []))
+    chips = None
+    if raw.get("chips"):
+        ch = dict(raw["chips"])
+        for k in ("images", "masks"):
+            if k in ch:
+                ch[k] = rel(ch[k])
+        chips = _build(ChipsConfig, ch, "chips", src)
+    if not scenes and chips is None:
+        raise GeosegError("needs 'scenes' (GeoTIFFs with labels) or 'chips' (image and mask folders)", src)
+    val = dict(raw.get("validation") or {})
+    val_scenes = [scene(s, f"validation.scenes[{i}]") for i, s in enumerate(val.pop("scenes", []) or [])]
+    validation = _build(ValidationConfig, val, "validation", src)
+    validation = dataclasses.replace(validation, scenes=val_scenes)
+    cfg = TrainConfig(
+        classes=classes, bands=tuple(bands), scenes=scenes, chips=chips, validation=validation,
+        model=_build(ModelConfig, raw.get("model") or {}, "model", src),
+        sampling=_build(SamplingConfig, raw.get("sampling") or {}, "sampling", src),
+        augment=_build(AugmentConfig, raw.get("augment") or {}, "augment", src),
+        train=_build(OptimConfig, raw.get("train") or {}, "train", src),
+        source=src, raw=raw,
+    )
+    if cfg.train.loss not in ("ce", "dice", "ce+dice"):
+        raise GeosegError(f"train.loss must be ce, dice or ce+dice, got {cfg.train.loss!r}", src)
+    if cfg.train.optimizer not in ("adamw", "sgd"):
+        raise GeosegError(f"train.optimizer must be adamw or sgd, got {cfg.train.optimizer!r}", src)
+    if cfg.model.chip_size % 32:
+        raise GeosegError(f"model.chip_size must be a multiple of 32, got {cfg.model.chip_size}", src)
+    return cfg

@@ -1,0 +1,284 @@
+"""Training data: chips cut from GeoTIFF scenes with labels rasterized on the fly, or chip folders.
+
+Every chip is drawn from a generator seeded by ``(seed, epoch, index)``, so an
+epoch's chips and augmentations are the same with any number of DataLoader
+workers, and a resumed run sees what an uninterrupted one would have.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import rasterio
+import torch
+from rasterio.errors import RasterioError
+from rasterio.windows import Window
+
+from geoseg.classes import NODATA, ClassList
+from geoseg.errors import GeosegError
+from geoseg.labels import Grid, RasterLabels, VectorLabels, is_vector, read_vectors
+from geoseg.raster import inspect_scene, read_window
+from geoseg.train.config import AugmentConfig, SceneConfig, TrainConfig
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
+
+
+@dataclass(frozen=True)
+class SceneSource:
+    """A training scene: its grid, its labels, and which blocks are held out for validation."""
+
+    info: object  # geoseg.raster.SceneInfo
+    grid: Grid
+    labels: RasterLabels | VectorLabels
+    block: int
+    held_out: frozenset  # (row, col) blocks never used for training
+
+    def block_rows_cols(self) -> tuple[int, int]:
+        return math.ceil(self.grid.height / self.block), math.ceil(self.grid.width / self.block)
+
+    def chip_is_training(self, y: int, x: int, size: int) -> bool:
+        b = self.block
+        for r in range(y // b, (y + size - 1) // b + 1):
+            for c in range(x // b, (x + size - 1) // b + 1):
+                if (r, c) in self.held_out:
+                    return False
+        return True
+
+    def chip_origins(self, size: int, stride: int) -> np.ndarray:
+        """Top-left corners ``(y, x)``, on a ``stride`` lattice, of chips that touch no held-out block."""
+        ys = np.arange(0, self.grid.height - size + 1, stride)
+        xs = np.arange(0, self.grid.width - size + 1, stride)
+        ok = np.ones((len(ys), len(xs)), dtype=bool)
+        b = self.block
+        for r, c in self.held_out:  # a chip touches block (r, c) when it overlaps its rows and columns
+            rows = (ys + size > r * b) & (ys < (r + 1) * b)
+            cols = (xs + size > c * b) & (xs < (c + 1) * b)
+            ok &= ~(rows[:, None] & cols[None, :])
+        iy, ix = np.nonzero(ok)
+        return np.stack([ys[iy], xs[ix]], axis=1)
+
+    def validation_windows(self) -> list[Window]:
+        b = self.block
+        return [Window(c * b, r * b, min(b, self.grid.width - c * b), min(b, self.grid.height - r * b))
+                for r, c in sorted(self.held_out)]
+
+    def training_windows(self) -> list[Window]:
+        rows, cols = self.block_rows_cols()
+        b = self.block
+        return [Window(c * b, r * b, min(b, self.grid.width - c * b), min(b, self.grid.height - r * b))
+                for r in range(rows) for c in range(cols) if (r, c) not in self.held_out]
+
+
+def split_blocks(grid: Grid, block: int, fraction: float, holdout: list, seed: int) -> frozenset:
+    """Blocks held out for validation: the listed ones, else a seeded ``fraction`` of all blocks."""
+    rows, cols = math.ceil(grid.height / block), math.ceil(grid.width / block)
+    if holdout:
+        held = {(int(r), int(c)) for r, c in holdout}
+        bad = [b for b in held if not (0 <= b[0] < rows and 0 <= b[1] < cols)]
+        if bad:
+            raise GeosegError(f"validation.holdout block {list(bad[0])} is outside the {rows}x{cols} block grid")
+        return frozenset(held)
+    n = max(1, round(fraction * rows * cols)) if fraction > 0 else 0
+    order = np.random.default_rng(seed).permutation(rows * cols)[:n]
+    return frozenset((int(i) // cols, int(i) % cols) for i in order)
+
+
+def open_scene(sc: SceneConfig, cfg: TrainConfig, held_out: bool = True) -> SceneSource:
+    """Check a scene and its labels; one clear error naming the file otherwise."""
+    info = inspect_scene(sc.image, cfg.bands)
+    grid = Grid(info.crs, info.transform, info.width, info.height)
+    chip = cfg.model.chip_size
+    if chip > min(info.width, info.height):
+        raise GeosegError(f"chip size {chip} is larger than the scene ({info.width}x{info.height})", sc.image)
+    lab = sc.labels
+    if is_vector(lab.path):
+        background = next((c.id for c in cfg.classes if not c.vectorize), 0)
+        geoms, ids = read_vectors(lab.path, grid.crs, lab.class_field, cfg.classes, "labels", lab.class_value,
+                                  mapping=lab.mapping, buffers=lab.buffer_m, strict=True)
+        import shapely
+
+        scene_box = shapely.box(*grid.bounds)
+        if not geoms or not any(shapely.intersects(np.asarray(geoms, dtype=object), scene_box)):
+            raise GeosegError(f"labels have no features over the scene {Path(sc.image).name}", lab.path)
+        labels = VectorLabels(geoms, ids, background)
+    else:
+        try:
+            with rasterio.open(lab.path) as src:
+                same = src.crs == grid.crs and src.transform == grid.transform and src.shape == (info.height,
+                                                                                                info.width)
+                labels = RasterLabels(lab.path, not same, src.nodata)
+        except RasterioError as exc:
+            raise GeosegError(f"not a readable raster ({exc})", lab.path) from None
+    v = cfg.validation
+    held = split_blocks(grid, v.block_size, v.fraction, v.holdout, cfg.train.seed) if held_out else frozenset()
+    src = SceneSource(info, grid, labels, v.block_size, held)
+    if held_out and not len(src.chip_origins(chip, 1 if chip < 64 else 8)):
+        raise GeosegError(f"no {chip} px chip fits outside the validation blocks; use smaller chips or blocks",
+                          sc.image)
+    return src
+
+
+def read_labels(src: SceneSource, win: Window, valid: np.ndarray) -> np.ndarray:
+    lab = src.labels.read(src.grid, win)
+    lab[~valid] = NODATA
+    return lab
+
+
+def band_statistics(sources: list[SceneSource], bands: tuple[int, ...]) -> tuple[tuple, tuple]:
+    """Per-band mean and standard deviation of valid training pixels, streamed window by window."""
+    n = 0
+    s = np.zeros(len(bands))
+    ss = np.zeros(len(bands))
+    for src in sources:
+        for win in src.training_windows():
+            data, valid = read_window(src.info, win, bands)
+            px = data[:, valid].astype(np.float64)
+            n += px.shape[1]
+            s += px.sum(axis=1)
+            ss += np.square(px).sum(axis=1)
+    if n == 0:
+        raise GeosegError("the training scenes have no valid pixels")
+    mean = s / n
+    std = np.sqrt(np.maximum(ss / n - mean**2, 0))
+    return tuple(float(m) for m in mean), tuple(float(max(v, 1e-6)) for v in std)
+
+
+def augment(x: np.ndarray, y: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator):
+    if cfg.flips:
+        if rng.random() < 0.5:
+            x, y = x[:, :, ::-1], y[:, ::-1]
+        if rng.random() < 0.5:
+            x, y = x[:, ::-1], y[::-1]
+    if cfg.rot90:
+        k = int(rng.integers(4))
+        x, y = np.rot90(x, k, axes=(1, 2)), np.rot90(y, k)
+    if cfg.contrast:
+        x = x * np.float32(rng.uniform(1 - cfg.contrast, 1 + cfg.contrast))
+    if cfg.brightness:
+        x = x + np.float32(rng.uniform(-cfg.brightness, cfg.brightness))
+    return np.ascontiguousarray(x, dtype=np.float32), np.ascontiguousarray(y)
+
+
+class SceneChips(torch.utils.data.Dataset):
+    """Random chips from the training blocks of scenes: windowed reads, labels rasterized per chip."""
+
+    def __init__(self, sources: list[SceneSource], cfg: TrainConfig, mean, std) -> None:
+        self.sources, self.cfg = sources, cfg
+        self.mean = np.asarray(mean, np.float32)[:, None, None]
+        self.std = np.asarray(std, np.float32)[:, None, None]
+        self.epoch = 0
+        self.stride = max(1, cfg.model.chip_size // 8)
+        self.origins = [s.chip_origins(cfg.model.chip_size, self.stride) for s in sources]
+        area = np.array([len(o) for o in self.origins], dtype=float)
+        self.weights = area / area.sum()
+        self.background = {c.id for c in cfg.classes if not c.vectorize}
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.cfg.sampling.chips_per_epoch
+
+    def __getitem__(self, i: int):
+        rng, _, _, data, valid, lab = self.draw(i)
+        x = (data.astype(np.float32) - self.mean) / self.std
+        x[:, ~valid] = 0
+        x, lab = augment(x, lab, self.cfg.augment, rng)
+        return torch.from_numpy(x), torch.from_numpy(lab.astype(np.int64))
+
+    def draw(self, i: int):
+        """Chip ``i`` of the epoch: ``(rng, source, window, data, valid, labels)``."""
+        cfg = self.cfg
+        rng = np.random.default_rng([cfg.train.seed, self.epoch, i])
+        want_rare = rng.random() < cfg.sampling.class_balance
+        c = cfg.model.chip_size
+        best = None
+        for _ in range(64):
+            k = int(rng.choice(len(self.sources), p=self.weights))
+            src, origins = self.sources[k], self.origins[k]
+            y, x = (int(v) for v in origins[int(rng.integers(len(origins)))])
+            jy, jx = (int(v) for v in rng.integers(0, self.stride, 2))
+            y2, x2 = min(y + jy, src.grid.height - c), min(x + jx, src.grid.width - c)
+            if src.chip_is_training(y2, x2, c):
+                y, x = y2, x2
+            win = Window(x, y, c, c)
+            data, valid = read_window(src.info, win, cfg.bands)
+            if valid.mean() < cfg.sampling.min_valid:
+                continue
+            lab = read_labels(src, win, valid)
+            best = (rng, src, win, data, valid, lab)
+            if not want_rare or np.isin(lab, list(self.background) + [NODATA], invert=True).any():
+                break
+        if best is None:
+            raise GeosegError("could not draw a valid training chip in 64 tries (too much nodata?)")
+        return best
+
+
+class ChipFolder(torch.utils.data.Dataset):
+    """A VOC-style dataset: ``images/NAME.jpg`` with ``masks/NAME.png`` class masks."""
+
+    def __init__(self, images: str, masks: str, cfg: TrainConfig, mean=None, std=None, ignore_index: int = 255,
+                 names: list[str] | None = None) -> None:
+        self.cfg = cfg
+        img = {p.stem: p for p in sorted(Path(images).iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
+        msk = {p.stem: p for p in sorted(Path(masks).iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
+        self.names = names or sorted(set(img) & set(msk))
+        if not self.names:
+            raise GeosegError("no image has a mask with the same name", masks)
+        self.images, self.masks = img, msk
+        self.ignore = ignore_index
+        self.mean = None if mean is None else np.asarray(mean, np.float32)[:, None, None]
+        self.std = None if std is None else np.asarray(std, np.float32)[:, None, None]
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def load(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        from PIL import Image
+
+        im = np.asarray(Image.open(self.images[name]))
+        im = im[None] if im.ndim == 2 else np.moveaxis(im, -1, 0)
+        try:
+            im = im[[b - 1 for b in self.cfg.bands]]
+        except IndexError:
+            raise GeosegError(f"has {im.shape[0]} bands, fewer than bands {list(self.cfg.bands)}",
+                              self.images[name]) from None
+        m = np.asarray(Image.open(self.masks[name])).astype(np.int64)  # palette images give indexes
+        m[m == self.ignore] = NODATA
+        return im.astype(np.float32), m
+
+    def __len__(self) -> int:
+        return self.cfg.sampling.chips_per_epoch
+
+    def __getitem__(self, i: int):
+        rng = np.random.default_rng([self.cfg.train.seed, self.epoch, i])
+        im, m = self.load(self.names[int(rng.integers(len(self.names)))])
+        c = self.cfg.model.chip_size
+        ph, pw = max(0, c - im.shape[1]), max(0, c - im.shape[2])
+        if ph or pw:
+            im = np.pad(im, [(0, 0), (0, ph), (0, pw)])
+            m = np.pad(m, [(0, ph), (0, pw)], constant_values=NODATA)
+        y = int(rng.integers(0, im.shape[1] - c + 1))
+        x = int(rng.integers(0, im.shape[2] - c + 1))
+        im, m = im[:, y : y + c, x : x + c], m[y : y + c, x : x + c]
+        im = (im - self.mean) / self.std
+        im, m = augment(im, m, self.cfg.augment, rng)
+        return torch.from_numpy(im), torch.from_numpy(m)
+
+    def statistics(self) -> tuple[tuple, tuple]:
+        n, s, ss = 0, 0.0, 0.0
+        for name in self.names:
+            im, _ = self.load(name)
+            px = im.reshape(im.shape[0], -1).astype(np.float64)
+            n += px.shape[1]
+            s = s + px.sum(1)
+            ss = ss + np.square(px).sum(1)
+        mean = s / n
+        return tuple(map(float, mean)), tuple(float(max(v, 1e-6)) for v in np.sqrt(np.maximum(ss / n - mean**2, 0)))
+
+
+__all__ = ["ChipFolder", "ClassList", "SceneChips", "band_statistics", "open_scene", "split_blocks"]

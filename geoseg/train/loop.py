@@ -1,0 +1,269 @@
+"""The training loop: epochs of chips, validation on held-out blocks, bundles and resumable checkpoints.
+
+Checkpoints never pickle: the model, optimiser tensors and torch RNG state go to
+safetensors, everything else (epoch, learning-rate schedule, parameter groups)
+to JSON. Each epoch reseeds torch from ``(seed, epoch)`` and draws its chips
+from ``(seed, epoch, index)``, so a resumed run ends with the same weights as
+an uninterrupted one on the CPU.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+
+from geoseg.bundle import META_NAME, BundleMeta, save_bundle
+from geoseg.classes import NODATA
+from geoseg.errors import GeosegError
+from geoseg.inference import resolve_device
+from geoseg.metrics import class_scores, confusion, overall_scores
+from geoseg.models import create_model
+from geoseg.train.config import TrainConfig, load_config
+from geoseg.train.data import ChipFolder, SceneChips, band_statistics, open_scene, read_labels
+
+log = logging.getLogger("geoseg")
+CHECKPOINT = "checkpoint"
+
+
+def _loss(logits: torch.Tensor, target: torch.Tensor, kind: str, k: int) -> torch.Tensor:
+    total = logits.new_zeros(())
+    if "ce" in kind.split("+"):
+        total = total + F.cross_entropy(logits, target, ignore_index=NODATA)
+    if "dice" in kind.split("+"):
+        valid = (target != NODATA).unsqueeze(1)
+        p = torch.softmax(logits, 1) * valid
+        t = F.one_hot(target.clamp(0, k - 1), k).permute(0, 3, 1, 2).float() * valid
+        inter = (p * t).sum((0, 2, 3))
+        dice = (2 * inter + 1.0) / (p.sum((0, 2, 3)) + t.sum((0, 2, 3)) + 1.0)
+        total = total + (1 - dice.mean())
+    return total
+
+
+def _pad32(x: np.ndarray) -> tuple[np.ndarray, int, int]:
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % 32, (-w) % 32
+    if ph or pw:
+        x = np.pad(x, [(0, 0)] * (x.ndim - 2) + [(0, ph), (0, pw)], mode="reflect")
+    return x, h, w
+
+
+@torch.inference_mode()
+def validate(model, sources, cfg: TrainConfig, mean, std, device) -> np.ndarray:
+    """Confusion matrix of the model on every held-out block (and validation scene)."""
+    from geoseg.raster import read_window
+
+    k = len(cfg.classes)
+    cm = np.zeros((k, k), dtype=np.int64)
+    model.eval()
+    m = np.asarray(mean, np.float32)[:, None, None]
+    s = np.asarray(std, np.float32)[:, None, None]
+    for src, windows in sources:
+        for win in windows:
+            data, valid = read_window(src.info, win, cfg.bands)
+            lab = read_labels(src, win, valid)
+            x = (data.astype(np.float32) - m) / s
+            x[:, ~valid] = 0
+            x, h, w = _pad32(x)
+            logits = model(torch.from_numpy(np.ascontiguousarray(x))[None].to(device))
+            pred = logits[0, :, :h, :w].argmax(0).cpu().numpy()
+            cm += confusion(lab, pred, k, valid=lab != NODATA)
+    model.train()
+    return cm
+
+
+def _check_output(out: Path, cfg: TrainConfig, resume: bool, overwrite: bool) -> None:
+    meta = out / META_NAME
+    if resume:
+        if not (out / CHECKPOINT / "state.json").exists():
+            raise GeosegError("has no checkpoint to resume from", out)
+        return
+    if meta.exists() and not overwrite:
+        try:
+            old = json.loads(meta.read_text()).get("extra", {}).get("train_config")
+        except json.JSONDecodeError:
+            old = None
+        if old != _jsonable(cfg.raw):
+            raise GeosegError("holds a different model; pass --overwrite to replace it (or --resume)", out)
+    elif out.exists() and any(out.iterdir()) and not meta.exists() and not overwrite:
+        raise GeosegError("is not empty and holds no geoseg bundle; pass --overwrite to use it", out)
+
+
+def _jsonable(obj):
+    return json.loads(json.dumps(obj, default=str))
+
+
+def _save_checkpoint(out: Path, model, opt, sched, epoch: int, best: float, mean, std) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix=".checkpoint.", dir=out))
+    state = opt.state_dict()
+    tensors = {f"{i}.{name}": v.detach().cpu().contiguous() for i, st in state["state"].items()
+               for name, v in st.items() if torch.is_tensor(v)}
+    scalars = {f"{i}.{name}": v for i, st in state["state"].items() for name, v in st.items() if not torch.is_tensor(v)}
+    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp / "model.safetensors"))
+    save_file(tensors or {"_empty": torch.zeros(1)}, str(tmp / "optimizer.safetensors"))
+    (tmp / "state.json").write_text(json.dumps({
+        "epoch": epoch, "best": best, "mean": list(mean), "std": list(std), "param_groups": state["param_groups"],
+        "optimizer_scalars": scalars, "scheduler": sched.state_dict(),
+    }, default=float))
+    final = out / CHECKPOINT
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+
+
+def _load_checkpoint(out: Path, model, opt, sched) -> dict:
+    ck = out / CHECKPOINT
+    state = json.loads((ck / "state.json").read_text())
+    model.load_state_dict(load_file(str(ck / "model.safetensors")))
+    tensors = load_file(str(ck / "optimizer.safetensors"))
+    opt_state: dict = {}
+    for key, v in tensors.items():
+        if key == "_empty":
+            continue
+        i, name = key.split(".", 1)
+        opt_state.setdefault(int(i), {})[name] = v
+    for key, v in state["optimizer_scalars"].items():
+        i, name = key.split(".", 1)
+        opt_state.setdefault(int(i), {})[name] = v
+    opt.load_state_dict({"state": opt_state, "param_groups": state["param_groups"]})
+    sched.load_state_dict(state["scheduler"])
+    return state
+
+
+def train(config: str | Path | TrainConfig, output: str | Path, *, resume: bool = False, overwrite: bool = False,
+          progress: bool = True, stop_after: int | None = None) -> Path:
+    """Train a bundle into ``output``; returns the bundle path (the best validation epoch).
+
+    ``stop_after`` ends the run after that many epochs, as an interruption would
+    (the checkpoint is kept); ``--resume`` then continues it.
+    """
+    cfg = config if isinstance(config, TrainConfig) else load_config(config)
+    out = Path(output)
+    _check_output(out, cfg, resume, overwrite)
+    if out.exists() and overwrite and not resume:
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tc, k = cfg.train, len(cfg.classes)
+
+    if cfg.scenes:
+        sources = [open_scene(s, cfg) for s in cfg.scenes]
+        val_sources = [(s, s.validation_windows()) for s in sources]
+        val_sources += [(v, v.training_windows()) for v in (open_scene(s, cfg, held_out=False)
+                                                            for s in cfg.validation.scenes)]
+        if resume:
+            st = json.loads((out / CHECKPOINT / "state.json").read_text())
+            mean, std = tuple(st["mean"]), tuple(st["std"])
+        else:
+            mean, std = band_statistics(sources, cfg.bands)
+        dataset = SceneChips(sources, cfg, mean, std)
+        gsd = float(sources[0].info.res[0]) if sources[0].grid.crs and sources[0].grid.crs.is_projected else None
+    else:
+        ch = cfg.chips
+        probe = ChipFolder(ch.images, ch.masks, cfg, ignore_index=ch.ignore_index)
+        names = probe.names
+        n_val = max(1, round(len(names) * cfg.validation.fraction)) if len(names) > 1 else 0
+        order = np.random.default_rng(tc.seed).permutation(len(names))
+        val_names = [names[i] for i in order[:n_val]]
+        train_names = [names[i] for i in order[n_val:]] or names
+        mean, std = ChipFolder(ch.images, ch.masks, cfg, ignore_index=ch.ignore_index, names=train_names).statistics()
+        dataset = ChipFolder(ch.images, ch.masks, cfg, mean, std, ch.ignore_index, names=train_names)
+        val_sources = [("chips", val_names)]
+        gsd = None
+
+    device = resolve_device(tc.device)
+    torch.manual_seed(tc.seed)
+    model = create_model(cfg.model.architecture, cfg.model.encoder, len(cfg.bands), k, cfg.model.arch_params)
+    model.to(device)
+    if tc.optimizer == "adamw":
+        opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    else:
+        opt = torch.optim.SGD(model.parameters(), lr=tc.lr, momentum=0.9, weight_decay=tc.weight_decay)
+    sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, tc.epochs)) if tc.schedule == "cosine"
+             else torch.optim.lr_scheduler.LambdaLR(opt, lambda e: 1.0))
+    start, best = 0, -1.0
+    if resume:
+        st = _load_checkpoint(out, model, opt, sched)
+        start, best = st["epoch"] + 1, st["best"]
+        log.info("%s: resuming after epoch %d", out, st["epoch"] + 1)
+
+    meta = BundleMeta(cfg.model.architecture, cfg.model.encoder, cfg.bands, mean, std, cfg.classes,
+                      tile_size=cfg.model.tile_size, overlap=cfg.model.overlap, gsd=gsd,
+                      arch_params=cfg.model.arch_params)
+    metrics_path = out / "metrics.csv"
+    header = ["epoch", "train_loss", "val_pixel_accuracy", "val_mean_iou", "lr",
+              *[f"val_iou_{c.slug}" for c in cfg.classes]]
+    if not resume or not metrics_path.exists():
+        with open(metrics_path, "w", newline="") as f:
+            csv.writer(f).writerow(header)
+    from tqdm import tqdm
+
+    for epoch in range(start, tc.epochs):
+        torch.manual_seed(tc.seed * 1_000_003 + epoch)
+        dataset.set_epoch(epoch)
+        loader = torch.utils.data.DataLoader(dataset, batch_size=tc.batch_size, shuffle=False,
+                                             num_workers=tc.workers, drop_last=True,
+                                             persistent_workers=False, prefetch_factor=4 if tc.workers else None)
+        model.train()
+        losses = []
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{tc.epochs}", disable=not progress, leave=False)
+        for x, y in bar:
+            x = x.to(device).contiguous(memory_format=torch.channels_last)
+            y = y.to(device)
+            opt.zero_grad(set_to_none=True)
+            loss = _loss(model(x), y, tc.loss, k)
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+            bar.set_postfix(loss=f"{np.mean(losses):.4f}")
+        sched.step()
+        if cfg.scenes:
+            cm = validate(model, val_sources, cfg, mean, std, device)
+        else:
+            cm = _validate_chips(model, val_sources[0][1], dataset, device, k)
+        scores, per = overall_scores(cm), class_scores(cm)
+        miou = scores["mean_iou"]
+        row = [epoch + 1, float(np.mean(losses)) if losses else float("nan"), scores["pixel_accuracy"], miou,
+               opt.param_groups[0]["lr"], *[float(v) for v in per["iou"]]]
+        with open(metrics_path, "a", newline="") as f:
+            csv.writer(f).writerow(row)
+        log.warning("epoch %d/%d: loss %.4f, validation mIoU %.4f", epoch + 1, tc.epochs, row[1], miou)
+        score = -1.0 if np.isnan(miou) else miou
+        if score > best or not (out / META_NAME).exists():
+            best = max(best, score)
+            extra = {"validation": {"epoch": epoch + 1, **scores,
+                                    "iou": {c.name: (None if np.isnan(v) else float(v))
+                                            for c, v in zip(cfg.classes, per["iou"])}},
+                     "train_config": _jsonable(cfg.raw)}
+            save_bundle(model, replace(meta, extra=extra), out / ".bundle-new", overwrite=True,
+                        dtype=torch.float16 if tc.half_weights else None)
+            for f in ("geoseg.json", "model.safetensors"):
+                os.replace(out / ".bundle-new" / f, out / f)
+            shutil.rmtree(out / ".bundle-new", ignore_errors=True)
+        _save_checkpoint(out, model, opt, sched, epoch, best, mean, std)
+        if stop_after is not None and epoch + 1 >= stop_after:
+            break
+    return out
+
+
+@torch.inference_mode()
+def _validate_chips(model, names, dataset: ChipFolder, device, k: int) -> np.ndarray:
+    cm = np.zeros((k, k), dtype=np.int64)
+    model.eval()
+    for name in names:
+        im, m = dataset.load(name)
+        x = (im - dataset.mean) / dataset.std
+        x, h, w = _pad32(x)
+        pred = model(torch.from_numpy(np.ascontiguousarray(x))[None].to(device))[0, :, :h, :w].argmax(0).cpu().numpy()
+        cm += confusion(m, pred, k, valid=m != NODATA)
+    model.train()
+    return cm

@@ -1,0 +1,204 @@
+"""Training: loss goes down, masks equal rasterize, honest spatial splits, exact resume, streamed stats."""
+
+from __future__ import annotations
+
+import json
+
+import geopandas as gpd
+import numpy as np
+import pytest
+import rasterio
+import shapely
+import torch
+import yaml
+from click.testing import CliRunner
+from rasterio.features import rasterize
+from rasterio.windows import Window
+from safetensors.torch import load_file
+
+from geoseg.cli.main import cli
+from geoseg.errors import GeosegError
+from geoseg.train import load_config, train
+from geoseg.train.data import SceneChips, band_statistics, open_scene
+from tests.conftest import write_scene
+
+TRANSFORM = rasterio.transform.from_origin(733600.0, 3725200.0, 0.5, 0.5)
+
+
+def scene_with_buildings(tmp_path, size=128, seed=0):
+    """A 1-band scene whose bright rectangles are the buildings of a GeoJSON label file."""
+    rng = np.random.default_rng(seed)
+    img = rng.normal(80, 10, (1, size, size)).clip(1, 255).astype(np.uint8)
+    polys = []
+    for _ in range(12):
+        y, x = rng.integers(0, size - 20, 2)
+        h, w = rng.integers(6, 18, 2)
+        img[0, y : y + h, x : x + w] = rng.integers(180, 230)
+        x0, y0 = TRANSFORM * (x, y)
+        x1, y1 = TRANSFORM * (x + w, y + h)
+        polys.append(shapely.box(x0, y1, x1, y0))
+    write_scene(tmp_path / "scene.tif", img, crs="EPSG:32616", transform=TRANSFORM, nodata=0)
+    gpd.GeoDataFrame({"kind": ["building"] * len(polys)}, geometry=polys, crs="EPSG:32616").to_file(
+        tmp_path / "labels.geojson")
+    return tmp_path / "scene.tif", tmp_path / "labels.geojson", polys
+
+
+def write_config(tmp_path, **over) -> str:
+    cfg = {
+        "classes": [{"id": 0, "name": "background", "vectorize": False}, {"id": 1, "name": "building"}],
+        "bands": [1],
+        "scenes": [{"image": "scene.tif", "labels": {"path": "labels.geojson", "class_field": "kind"}}],
+        "validation": {"block_size": 64, "holdout": [[1, 1]]},
+        "model": {"architecture": "unet", "encoder": "resnet18", "chip_size": 64, "tile_size": 64, "overlap": 16,
+                  "arch_params": {"decoder_channels": [32, 16, 16, 8, 8]}},
+        "sampling": {"chips_per_epoch": 16, "class_balance": 0.5},
+        "augment": {"flips": True, "rot90": True, "brightness": 0.1, "contrast": 0.1},
+        "train": {"epochs": 4, "batch_size": 4, "lr": 0.01, "seed": 3, "loss": "ce+dice"},
+    }
+    for k, v in over.items():
+        cfg[k] = {**cfg[k], **v} if isinstance(v, dict) and isinstance(cfg.get(k), dict) else v
+    path = tmp_path / "train.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return str(path)
+
+
+def test_tiny_training_lowers_the_loss_and_predict_runs_the_bundle(tmp_path):
+    scene, _, _ = scene_with_buildings(tmp_path)
+    cfg = write_config(tmp_path, train={"epochs": 6})
+    out = train(cfg, tmp_path / "model", progress=False)
+    rows = list(np.genfromtxt(out / "metrics.csv", delimiter=",", names=True))
+    assert len(rows) == 6
+    assert rows[-1]["train_loss"] < rows[0]["train_loss"]
+    meta = json.loads((out / "geoseg.json").read_text())
+    assert meta["architecture"] == "unet" and meta["bands"] == [1] and meta["gsd"] == 0.5
+    assert meta["extra"]["validation"]["epoch"] >= 1 and "train_config" in meta["extra"]
+    r = CliRunner().invoke(cli, ["predict", str(out), str(scene), "-o", str(tmp_path / "pred"), "--no-progress"])
+    assert r.exit_code == 0, r.output
+    with rasterio.open(tmp_path / "pred" / "scene.classes.tif") as src:
+        assert src.transform == TRANSFORM and set(np.unique(src.read(1))) <= {0, 1}
+
+
+def test_masks_equal_rasterize_on_the_same_window(tmp_path):
+    _, labels, polys = scene_with_buildings(tmp_path)
+    cfg = load_config(write_config(tmp_path))
+    src = open_scene(cfg.scenes[0], cfg)
+    win = Window(17, 9, 64, 64)
+    got = src.labels.read(src.grid, win)
+    expected = rasterize([(p, 1) for p in polys], out_shape=(64, 64),
+                         transform=rasterio.windows.transform(win, TRANSFORM), fill=0, all_touched=False)
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_line_labels_are_buffered_in_metres_in_epsg4326(shared_data, tmp_path):
+    sol = shared_data / "solaris"
+    cfg = load_config(write_config(tmp_path, classes=[{"id": 0, "name": "background", "vectorize": False},
+                                                      {"id": 1, "name": "road"}],
+                                   scenes=[{"image": str(sol / "road_mask_input.tif"),
+                                            "labels": {"path": str(sol / "sample_roads_for_masking.geojson"),
+                                                       "class_value": "road", "buffer_m": {"road": 2}}}],
+                                   validation={"block_size": 650, "holdout": [[1, 1]]}))
+    src = open_scene(cfg.scenes[0], cfg)
+    assert src.grid.crs.to_epsg() == 4326
+    ours = src.labels.read(src.grid, Window(0, 0, 1300, 1300))
+    with rasterio.open(sol / "sample_road_raster_mask.tif") as m:
+        solaris = m.read(1) > 0
+    road = ours == 1
+    iou = (road & solaris).sum() / (road | solaris).sum()
+    # solaris made its mask with width=4 m: a 2 m buffer on each side of the centre line
+    assert iou > 0.999, iou
+    # a 1 m buffer covers about half as much ground: the distance really is in metres
+    cfg2 = load_config(write_config(tmp_path, classes=[{"id": 0, "name": "background", "vectorize": False},
+                                                       {"id": 1, "name": "road"}],
+                                    scenes=[{"image": str(sol / "road_mask_input.tif"),
+                                             "labels": {"path": str(sol / "sample_roads_for_masking.geojson"),
+                                                        "class_value": "road", "buffer_m": {"road": 1}}}],
+                                    validation={"block_size": 650, "holdout": [[1, 1]]}))
+    src2 = open_scene(cfg2.scenes[0], cfg2)
+    narrow = (src2.labels.read(src2.grid, Window(0, 0, 1300, 1300)) == 1).sum()
+    assert 0.4 < narrow / road.sum() < 0.6
+
+
+def test_spatial_split_keeps_validation_pixels_out_of_training_chips(tmp_path):
+    scene_with_buildings(tmp_path)
+    cfg = load_config(write_config(tmp_path, validation={"block_size": 32, "holdout": [], "fraction": 0.25},
+                                   model={"chip_size": 32}))
+    src = open_scene(cfg.scenes[0], cfg)
+    held = np.zeros((128, 128), bool)
+    for w in src.validation_windows():
+        held[w.row_off : w.row_off + w.height, w.col_off : w.col_off + w.width] = True
+    assert held.mean() == pytest.approx(0.25)
+    ds = SceneChips([src], cfg, (0.0,), (1.0,))
+    for epoch in range(3):
+        ds.set_epoch(epoch)
+        for i in range(len(ds)):
+            _, _, win, *_ = ds.draw(i)
+            assert not held[win.row_off : win.row_off + win.height, win.col_off : win.col_off + win.width].any()
+
+
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path):
+    scene_with_buildings(tmp_path)
+    cfg = write_config(tmp_path, train={"epochs": 3})
+    a = train(cfg, tmp_path / "a", progress=False)
+    b = train(cfg, tmp_path / "b", progress=False, stop_after=1)
+    assert json.loads((b / "checkpoint" / "state.json").read_text())["epoch"] == 0
+    train(cfg, tmp_path / "b", progress=False, resume=True)
+    wa = load_file(str(a / "checkpoint" / "model.safetensors"))
+    wb = load_file(str(b / "checkpoint" / "model.safetensors"))
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), k
+    assert (a / "metrics.csv").read_text() == (b / "metrics.csv").read_text()
+
+
+def test_streamed_statistics_equal_whole_array(tmp_path):
+    scene, _, _ = scene_with_buildings(tmp_path)
+    cfg = load_config(write_config(tmp_path, validation={"block_size": 48, "holdout": [[0, 0]]}))
+    src = open_scene(cfg.scenes[0], cfg)
+    mean, std = band_statistics([src], (1,))
+    with rasterio.open(scene) as s:
+        a = s.read(1).astype(np.float64)
+    keep = np.ones_like(a, bool)
+    keep[:48, :48] = False  # the held-out block
+    keep &= a != 0
+    assert mean[0] == pytest.approx(a[keep].mean(), rel=1e-12)
+    assert std[0] == pytest.approx(a[keep].std(), rel=1e-9)
+
+
+def one_line(r, *needles):
+    assert r.exit_code == 1, r.output
+    err = r.stderr.strip()
+    assert "\n" not in err and err.startswith("geoseg: error:") and "Traceback" not in r.output, err
+    for n in needles:
+        assert n in err, err
+
+
+def test_bad_configs(tmp_path):
+    scene_with_buildings(tmp_path)
+
+    def run(**over):
+        return CliRunner().invoke(cli, ["train", write_config(tmp_path, **over), "-o", str(tmp_path / "m"),
+                                        "--no-progress"])
+
+    one_line(run(train={"epocs": 3}), "unknown key train.epocs")
+    one_line(run(bands=[1, 4]), "has 1 band but the model needs bands 1,4")
+    one_line(run(model={"chip_size": 160}), "chip size 160 is larger than the scene (128x128)")
+    far = gpd.GeoDataFrame({"kind": ["building"]}, geometry=[shapely.box(0, 0, 10, 10)], crs="EPSG:32616")
+    far.to_file(tmp_path / "far.geojson")
+    one_line(run(scenes=[{"image": "scene.tif", "labels": {"path": "far.geojson", "class_field": "kind"}}]),
+             "far.geojson", "labels have no features over the scene")
+    odd = gpd.read_file(tmp_path / "labels.geojson")
+    odd.loc[0, "kind"] = "shed"
+    odd.to_file(tmp_path / "odd.geojson")
+    one_line(run(scenes=[{"image": "scene.tif", "labels": {"path": "odd.geojson", "class_field": "kind"}}]),
+             "class values not in the class list: shed")
+
+
+def test_output_holding_a_different_model_is_refused(tmp_path):
+    scene_with_buildings(tmp_path)
+    r = CliRunner().invoke(cli, ["model", "init", "unet", "--encoder", "resnet18", "-o", str(tmp_path / "m")])
+    assert r.exit_code == 0
+    r = CliRunner().invoke(cli, ["train", write_config(tmp_path, train={"epochs": 1}), "-o", str(tmp_path / "m"),
+                                 "--no-progress"])
+    one_line(r, "holds a different model; pass --overwrite")
+    with pytest.raises(GeosegError, match="has no checkpoint to resume from"):
+        train(write_config(tmp_path), tmp_path / "m", resume=True)
