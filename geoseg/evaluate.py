@@ -82,6 +82,11 @@ class ChunkEval:
 
 
 def evaluate_chunk(job: EvalJob, chunk: Chunk, with_codes: bool) -> ChunkEval:
+    """Confusion (pixels and m²), per-cell TP/FP/FN and audit codes of one chunk.
+
+    One ``bincount`` over ``cell * K² + reference * K + prediction`` gives every
+    audit cell's confusion matrix; the chunk's is their sum.
+    """
     win = chunk.window
     k = job.num_classes
     pred = job.prediction.read(job.grid, win)
@@ -94,26 +99,32 @@ def evaluate_chunk(job: EvalJob, chunk: Chunk, with_codes: bool) -> ChunkEval:
 
         valid &= geometry_mask(job.aoi, out_shape=pred.shape, transform=window_transform(win, job.grid.transform),
                                invert=True)
-    if job.row_area is not None:
-        area = np.asarray(job.row_area[int(win.row_off) : int(win.row_off + win.height)])[:, None]
-    else:
-        area = np.full((1, 1), job.pixel_area)
-    conf = Confusion(k)
-    conf.add(ref, pred, valid, np.broadcast_to(area, pred.shape))
-
-    cells = {}
+    h, w = pred.shape
     c = job.cell
     r0, c0 = int(win.row_off), int(win.col_off)
-    for y in range(0, pred.shape[0], c):
-        for x in range(0, pred.shape[1], c):
-            sl = np.s_[y : y + c, x : x + c]
-            v, p, r = valid[sl], pred[sl][valid[sl]], ref[sl][valid[sl]]
-            if not v.any():
-                continue
-            tp = np.bincount(r[p == r], minlength=k)[:k]
-            fp = np.bincount(p[p != r], minlength=k)[:k]
-            fn = np.bincount(r[p != r], minlength=k)[:k]
-            cells[((r0 + y) // c, (c0 + x) // c)] = np.stack([tp, fp, fn], axis=1)
+    # cells of the global grid this chunk touches (chunks are aligned to 512, cells usually divide that)
+    cy = (np.arange(r0, r0 + h) // c) - r0 // c
+    cx = (np.arange(c0, c0 + w) // c) - c0 // c
+    ncx = int(cx[-1]) + 1
+    ncell = (int(cy[-1]) + 1) * ncx
+    kk = k * k
+    index = (cy[:, None] * ncx + cx[None, :]) * kk + ref * k + pred
+    sel = index[valid]
+    per_cell = np.bincount(sel, minlength=ncell * kk).reshape(ncell, k, k)
+    conf = Confusion(k, px=per_cell.sum(axis=0).astype(np.int64))
+    if job.row_area is not None:
+        area = np.asarray(job.row_area[r0 : r0 + h])[:, None]
+        wts = np.broadcast_to(area, pred.shape)[valid]
+        conf.m2 = np.bincount(sel % kk, weights=wts, minlength=kk).reshape(k, k)
+    else:
+        conf.m2 = conf.px * job.pixel_area
+
+    cells = {}
+    for n in np.nonzero(per_cell.reshape(ncell, -1).any(axis=1))[0]:
+        m = per_cell[n]
+        tp = np.diag(m)
+        cells[(r0 // c + int(n) // ncx, c0 // c + int(n) % ncx)] = np.stack(
+            [tp, m.sum(axis=0) - tp, m.sum(axis=1) - tp], axis=1)
     codes = None
     if with_codes:
         codes = np.full((3,) + pred.shape, NODATA, dtype=np.uint8)
@@ -254,7 +265,8 @@ def evaluate_scene(prediction: str, reference: str, options: EvaluateOptions, ru
     def sink(chunk: Chunk, res: ChunkEval) -> None:
         with lock:
             conf.__iadd__(res.conf)
-            cells.update(res.cells)
+            for key, counts in res.cells.items():  # a cell may straddle chunks
+                cells[key] = cells[key] + counts if key in cells else counts
             if writers is not None:
                 writers.write(res.codes, chunk.window)
         bar.update(1)

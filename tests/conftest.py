@@ -100,3 +100,15 @@ def seam_scene(tmp_path_factory) -> tuple[Path, np.ndarray]:
     data[0:2, 300:310, 400:420] = 0       # nodata in some bands only: still valid
     path = write_scene(tmp_path_factory.mktemp("scenes") / "seam.tif", data)
     return path, data
+
+
+def assert_one_line_error(result, *needles: str) -> str:
+    """A CLI result that failed with one ``geoseg: error:`` line containing ``needles``, and no traceback."""
+    assert result.exit_code == 1, (result.exit_code, result.output)
+    err = result.stderr.strip()
+    assert "\n" not in err, err
+    assert err.startswith("geoseg: error: "), err
+    assert "Traceback" not in result.output
+    for n in needles:
+        assert n in err, (n, err)
+    return err

@@ -10,22 +10,11 @@ import pytest
 from click.testing import CliRunner
 
 from geoseg.cli.main import cli
-from tests.conftest import structured_scene, write_scene
+from tests.conftest import assert_one_line_error, structured_scene, write_scene
 
 
 def run_cli(*args: str):
     return CliRunner().invoke(cli, [str(a) for a in args])
-
-
-def assert_one_line_error(result, *needles: str) -> str:
-    assert result.exit_code == 1, (result.exit_code, result.output)
-    err = result.stderr.strip()
-    assert "\n" not in err, err
-    assert err.startswith("geoseg: error: ")
-    assert "Traceback" not in result.output
-    for n in needles:
-        assert n in err, (n, err)
-    return err
 
 
 @pytest.fixture()

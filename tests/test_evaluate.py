@@ -18,6 +18,7 @@ from geoseg.cli.main import cli
 from geoseg.errors import GeosegError
 from geoseg.evaluate import EvaluateOptions, evaluate
 from geoseg.metrics import class_scores, confusion, match_objects, overall_scores
+from tests.conftest import assert_one_line_error
 from tests.test_vectorize import write_classes
 
 
@@ -187,28 +188,20 @@ def test_folder_run_sums_the_scene_matrices(tmp_path):
     assert rep["overall"]["mean_iou"] == pytest.approx(overall_scores(total)["mean_iou"], abs=1e-12)
 
 
-def one_line_error(r, *needles):
-    assert r.exit_code == 1, r.output
-    err = r.stderr.strip()
-    assert "\n" not in err and err.startswith("geoseg: error:") and "Traceback" not in r.output, err
-    for n in needles:
-        assert n in err, err
-
-
 def test_bad_input(tmp_path, spacenet_mask, shared_data, caplog):
     far = write_classes(tmp_path / "far.tif", np.zeros((50, 50), np.uint8), transform=from_origin(0, 0, 1, 1))
     r = CliRunner().invoke(cli, ["evaluate", str(spacenet_mask), str(far), "-o", str(tmp_path / "o1")])
-    one_line_error(r, "does not overlap the reference")
+    assert_one_line_error(r, "does not overlap the reference")
     assert not (tmp_path / "o1").exists() or not any((tmp_path / "o1").iterdir())
 
     nocrs = write_classes(tmp_path / "nocrs.tif", np.zeros((50, 50), np.uint8), crs=None)
     r = CliRunner().invoke(cli, ["evaluate", str(spacenet_mask), str(nocrs), "-o", str(tmp_path / "o2")])
-    one_line_error(r, "nocrs.tif", "no CRS")
+    assert_one_line_error(r, "nocrs.tif", "no CRS")
 
     labels = shared_data / "solaris" / "geotiff_labels.geojson"
     r = CliRunner().invoke(cli, ["evaluate", str(spacenet_mask), str(labels), "-o", str(tmp_path / "o3"),
                                  "--class-field", "kind"])
-    one_line_error(r, "has no field 'kind'; its fields are: access, addr_house")
+    assert_one_line_error(r, "has no field 'kind'; its fields are: access, addr_house")
     assert not (tmp_path / "o3" / "report.json").exists()
 
     mixed = gpd.read_file(labels)[["geometry"]]
@@ -228,7 +221,7 @@ def test_bad_input(tmp_path, spacenet_mask, shared_data, caplog):
         write_classes(pdir / f"{n}.classes.tif", np.ones((40, 40), np.uint8))
     write_classes(rdir / "a.tif", np.ones((40, 40), np.uint8))
     r = CliRunner().invoke(cli, ["evaluate", str(pdir), str(rdir), "-o", str(tmp_path / "o5")])
-    one_line_error(r, "no reference for 2 scene(s): b.classes.tif, c.classes.tif", "--allow-missing")
+    assert_one_line_error(r, "no reference for 2 scene(s): b.classes.tif, c.classes.tif", "--allow-missing")
     r = CliRunner().invoke(cli, ["evaluate", str(pdir), str(rdir), "-o", str(tmp_path / "o5"), "--allow-missing",
                                  "--no-progress"])
     assert r.exit_code == 0, r.output

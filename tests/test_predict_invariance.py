@@ -144,3 +144,23 @@ def test_probabilities_are_the_blended_softmax(linear_bundle, seam_scene, tmp_pa
     diff = np.abs(probs.astype(int) - np.rint(p * 255).astype(int))[:, valid]
     assert diff.max() <= 1
     assert (probs[:, ~valid] == 0).all()
+
+
+def test_cli_scheduler_address_uses_the_existing_cluster(linear_bundle, seam_scene, tmp_path, cluster_client):
+    from click.testing import CliRunner
+
+    from geoseg.cli.main import cli
+
+    scene, _ = seam_scene
+    address = cluster_client.scheduler.address
+    assert address.startswith("tcp://")
+    r = CliRunner().invoke(cli, ["predict", str(linear_bundle), str(scene), "-o", str(tmp_path / "addr"),
+                                 "--scheduler", address, "--chunk-size", "256", "--no-progress"])
+    assert r.exit_code == 0, r.output
+    with rasterio.open(tmp_path / "addr" / "seam.classes.tif") as src:
+        via_cluster = src.read(1)
+    np.testing.assert_array_equal(via_cluster, run(linear_bundle, scene, tmp_path / "local", chunk_size=2048))
+    # the cluster's workers ran the blocks: their task log names geoseg's block tasks
+    logs = cluster_client.run(lambda dask_worker: [t for t in dask_worker.state.log
+                                                   if "block-" in str(t)][:1])
+    assert any(logs.values())

@@ -20,7 +20,7 @@ from geoseg.cli.main import cli
 from geoseg.errors import GeosegError
 from geoseg.train import load_config, train
 from geoseg.train.data import SceneChips, band_statistics, open_scene
-from tests.conftest import write_scene
+from tests.conftest import assert_one_line_error, write_scene
 
 TRANSFORM = rasterio.transform.from_origin(733600.0, 3725200.0, 0.5, 0.5)
 
@@ -164,14 +164,6 @@ def test_streamed_statistics_equal_whole_array(tmp_path):
     assert std[0] == pytest.approx(a[keep].std(), rel=1e-9)
 
 
-def one_line(r, *needles):
-    assert r.exit_code == 1, r.output
-    err = r.stderr.strip()
-    assert "\n" not in err and err.startswith("geoseg: error:") and "Traceback" not in r.output, err
-    for n in needles:
-        assert n in err, err
-
-
 def test_bad_configs(tmp_path):
     scene_with_buildings(tmp_path)
 
@@ -179,17 +171,17 @@ def test_bad_configs(tmp_path):
         return CliRunner().invoke(cli, ["train", write_config(tmp_path, **over), "-o", str(tmp_path / "m"),
                                         "--no-progress"])
 
-    one_line(run(train={"epocs": 3}), "unknown key train.epocs")
-    one_line(run(bands=[1, 4]), "has 1 band but the model needs bands 1,4")
-    one_line(run(model={"chip_size": 160}), "chip size 160 is larger than the scene (128x128)")
+    assert_one_line_error(run(train={"epocs": 3}), "unknown key train.epocs")
+    assert_one_line_error(run(bands=[1, 4]), "has 1 band but the model needs bands 1,4")
+    assert_one_line_error(run(model={"chip_size": 160}), "chip size 160 is larger than the scene (128x128)")
     far = gpd.GeoDataFrame({"kind": ["building"]}, geometry=[shapely.box(0, 0, 10, 10)], crs="EPSG:32616")
     far.to_file(tmp_path / "far.geojson")
-    one_line(run(scenes=[{"image": "scene.tif", "labels": {"path": "far.geojson", "class_field": "kind"}}]),
+    assert_one_line_error(run(scenes=[{"image": "scene.tif", "labels": {"path": "far.geojson", "class_field": "kind"}}]),
              "far.geojson", "labels have no features over the scene")
     odd = gpd.read_file(tmp_path / "labels.geojson")
     odd.loc[0, "kind"] = "shed"
     odd.to_file(tmp_path / "odd.geojson")
-    one_line(run(scenes=[{"image": "scene.tif", "labels": {"path": "odd.geojson", "class_field": "kind"}}]),
+    assert_one_line_error(run(scenes=[{"image": "scene.tif", "labels": {"path": "odd.geojson", "class_field": "kind"}}]),
              "class values not in the class list: shed")
 
 
@@ -199,6 +191,6 @@ def test_output_holding_a_different_model_is_refused(tmp_path):
     assert r.exit_code == 0
     r = CliRunner().invoke(cli, ["train", write_config(tmp_path, train={"epochs": 1}), "-o", str(tmp_path / "m"),
                                  "--no-progress"])
-    one_line(r, "holds a different model; pass --overwrite")
+    assert_one_line_error(r, "holds a different model; pass --overwrite")
     with pytest.raises(GeosegError, match="has no checkpoint to resume from"):
         train(write_config(tmp_path), tmp_path / "m", resume=True)
