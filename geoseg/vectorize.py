@@ -124,7 +124,8 @@ def polygonize_chunk(job: VectorJob, chunk: Chunk) -> ChunkPieces:
     if n_labels > 1:
         origin = Affine.translation(win.col_off, win.row_off)  # integer pixel coordinates: exact seams
         for geom, value in shapes(labels, mask=labels > 0, connectivity=4, transform=origin):
-            pieces.append((int(value), shapely.geometry.shape(geom)))
+            rings = [shapely.linearrings(np.asarray(r, dtype=np.float64)) for r in geom["coordinates"]]
+            pieces.append((int(value), shapely.polygons(rings[0], holes=rings[1:] or None)))
     edges = {"top": labels[0].copy(), "bottom": labels[-1].copy(), "left": labels[:, 0].copy(),
              "right": labels[:, -1].copy()}
     return ChunkPieces(np.asarray(label_class, dtype=np.int64), pixels, label_conf, pieces, edges,
@@ -175,6 +176,8 @@ class _Collector:
     def __init__(self, grid: list[list[Chunk]], diagonal: bool, writer: _LayerWriter, hold_all: bool) -> None:
         self.grid, self.diagonal, self.writer, self.hold_all = grid, diagonal, writer, hold_all
         self.rows, self.cols = len(grid), len(grid[0])
+        self.seams_x = np.asarray([c.window.col_off for c in grid[0][1:]], dtype=np.float64)
+        self.seams_y = np.asarray([r[0].window.row_off for r in grid[1:]], dtype=np.float64)
         self.edges: dict[tuple[int, int], tuple[dict, np.ndarray]] = {}
         self.held: dict[tuple, list] = {}
         self.held_info: dict[tuple, tuple[int, int, float | None]] = {}
@@ -214,7 +217,8 @@ class _Collector:
                     self.held[key] = geoms
                     self.held_info[key] = info
                 else:
-                    geom = geoms[0] if len(geoms) == 1 else shapely.union_all(geoms)
+                    # 4-connected pieces of one 8-connected label touch only at corners
+                    geom = geoms[0] if len(geoms) == 1 else shapely.MultiPolygon(geoms)
                     final.append(_Feature(info[0], geom, info[1], info[2]))
             self.writer.add(final)
 
@@ -250,10 +254,58 @@ class _Collector:
             geoms = [g for k in keys for g in self.held[k]]
             infos = [self.held_info[k] for k in keys]
             conf = None if infos[0][2] is None else sum(x[2] for x in infos)
-            geom = geoms[0] if len(geoms) == 1 else shapely.union_all(geoms)
-            feats.append(_Feature(infos[0][0], geom, sum(x[1] for x in infos), conf))
+            feats.append(_Feature(infos[0][0], merge_pieces(geoms, self.seams_x, self.seams_y),
+                                  sum(x[1] for x in infos), conf))
         self.held.clear()
         self.writer.add(feats)
+
+
+def merge_pieces(geoms: list, seams_x: np.ndarray, seams_y: np.ndarray) -> shapely.Geometry:
+    """Join the pieces of one component that chunk seams cut apart, exactly and in near-linear time.
+
+    Pieces are in integer pixel coordinates and meet only along seam lines. Their
+    ring segments on seams are split into unit steps; a step that two pieces
+    share is interior and is dropped, the rest of the linework is the
+    component's boundary. ``polygonize`` turns it into faces, and the faces
+    inside one of the pieces (not the holes) are the component. A general
+    overlay (``union_all``) gives the same geometry 2x slower on large,
+    hole-riddled components.
+    """
+    geoms = np.asarray(geoms, dtype=object)
+    if len(geoms) == 1:
+        return geoms[0]
+    coords, ridx = shapely.get_coordinates(shapely.get_rings(geoms), return_index=True)
+    same = ridx[1:] == ridx[:-1]
+    a, b, rid = coords[:-1][same], coords[1:][same], ridx[:-1][same]
+    seam = (((a[:, 0] == b[:, 0]) & np.isin(a[:, 0], seams_x))
+            | ((a[:, 1] == b[:, 1]) & np.isin(a[:, 1], seams_y)))
+    n = np.where(seam, np.abs(b - a).sum(axis=1), 1).astype(np.int64)
+    rep = np.repeat(np.arange(len(a)), n)
+    k = np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n)
+    on = seam[rep]
+    unit = np.sign(b - a)[rep]
+    ua = np.where(on[:, None], a[rep] + unit * k[:, None], a[rep])
+    ub = np.where(on[:, None], ua + unit, b[rep])
+    step_ring = rid[rep]
+    keep = np.ones(len(ua), dtype=bool)
+    su = np.nonzero(on)[0]
+    if len(su):
+        key = np.concatenate([np.minimum(ua[su], ub[su]), np.maximum(ua[su], ub[su])], axis=1)
+        _, inv, cnt = np.unique(key, axis=0, return_inverse=True, return_counts=True)
+        keep[su] = cnt[inv.ravel()] == 1
+    kept = np.nonzero(keep)[0]
+    brk = np.ones(len(kept), dtype=bool)
+    brk[1:] = (np.diff(kept) != 1) | (step_ring[kept[1:]] != step_ring[kept[:-1]])
+    run = np.cumsum(brk) - 1
+    starts = kept[brk]
+    pts = np.concatenate([ua[starts], ub[kept]])
+    ids = np.concatenate([run[brk], run])
+    order = np.lexsort((np.concatenate([np.full(len(starts), -1), np.arange(len(kept))]), ids))
+    faces = shapely.get_parts(shapely.polygonize(shapely.linestrings(pts[order], indices=ids[order])))
+    # an interior point of a component face lies in (or on the seam between) its pieces; of a hole, in none
+    inside, _ = shapely.STRtree(geoms).query(shapely.point_on_surface(faces), predicate="intersects")
+    sel = faces[np.unique(inside)]
+    return sel[0] if len(sel) == 1 else shapely.MultiPolygon(list(sel))
 
 
 class _Measure:
