@@ -18,7 +18,7 @@ lint: install
 	$(PYTHON) -m ruff check geoseg tests bench
 
 bench: install
-	$(PYTHON) bench/predict.py
+	bash bench/run_all.sh
 
 clean:
 	rm -rf demo-out bench/out build *.egg-info

@@ -124,15 +124,14 @@ def markdown(report: dict) -> str:
 
 
 def _figures(report: dict) -> tuple[str, str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # Figures without pyplot: a library must not switch the caller's matplotlib backend.
+    from matplotlib.figure import Figure
 
     names = [c["name"] for c in report["classes"]]
     cm = np.asarray(report["confusion_px"], dtype=float)
     rows = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
-    fig, ax = plt.subplots(figsize=(1.2 + 0.6 * len(names), 1 + 0.6 * len(names)))
+    fig = Figure(figsize=(1.2 + 0.6 * len(names), 1 + 0.6 * len(names)))
+    ax = fig.subplots()
     im = ax.imshow(rows, cmap="viridis", vmin=0, vmax=1)
     ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
     ax.set_yticks(range(len(names)), names)
@@ -145,7 +144,8 @@ def _figures(report: dict) -> tuple[str, str]:
     fig.colorbar(im, ax=ax, label="share of reference pixels")
     fig.tight_layout()
     heat = _png(fig)
-    fig, ax = plt.subplots(figsize=(6, 0.5 + 0.4 * len(names)))
+    fig = Figure(figsize=(6, 0.5 + 0.4 * len(names)))
+    ax = fig.subplots()
     ious = [c["iou"] or 0 for c in report["classes"]]
     ax.barh(names, ious, color=[c["color"] for c in report["classes"]], edgecolor="k")
     ax.set_xlim(0, 1)
@@ -153,7 +153,6 @@ def _figures(report: dict) -> tuple[str, str]:
     ax.invert_yaxis()
     fig.tight_layout()
     bars = _png(fig)
-    plt.close("all")
     return heat, bars
 
 

@@ -13,7 +13,8 @@ def test_notebook_is_stripped_and_runs(tmp_path):
     assert all(not c.get("outputs") and not c.get("execution_count") for c in nb.cells if c.cell_type == "code")
     NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
-    assert not [o for o in outputs if o.output_type == "error"]
+    errors = [f"{o.ename}: {o.evalue}" for o in outputs if o.output_type == "error"]
+    assert not errors, errors
     text = "".join(o.get("text", "") for o in outputs)
     assert '"pixel_accuracy"' in text
     images = [o for o in outputs if "image/png" in o.get("data", {})]
