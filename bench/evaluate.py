@@ -92,9 +92,13 @@ def run_bincount(pred: str, ref: str) -> list:
 
 
 def child(kind: str, pred: str, ref: str) -> None:
-    import torchmetrics  # noqa: F401  imports are not timed
-
-    import geoseg.evaluate  # noqa: F401
+    # each side imports only what it uses (torch alone is ~300 MB of RSS), and imports are not timed
+    if kind == "torchmetrics":
+        import torchmetrics  # noqa: F401
+    elif kind.startswith("geoseg"):
+        import geoseg.evaluate  # noqa: F401
+    else:
+        import rasterio  # noqa: F401
 
     fns = {"geoseg": lambda: run_geoseg(pred, ref, False), "geoseg+audit": lambda: run_geoseg(pred, ref, True),
            "torchmetrics": lambda: run_torchmetrics(pred, ref), "bincount": lambda: run_bincount(pred, ref)}

@@ -54,8 +54,16 @@ def write_scene(path: Path, size: int, bands: int = 3, seed: int = 0, rows: int 
 
 
 def write_class_raster(path: Path, size: int, classes: int = 4, cells: int = 40, seed: int = 0,
-                       rows: int = 1024) -> Path:
-    """A ``size x size`` uint8 class raster of smooth blobs in ``classes`` classes (0 is background)."""
+                       rows: int = 1024, structure: str = "labyrinth", share: float = 0.12) -> Path:
+    """A ``size x size`` uint8 class raster in ``classes`` classes (0 is background).
+
+    ``labyrinth``: one smooth field cut at its quantiles, so every class covers an equal share and
+    the middle classes percolate into components that span the raster (a worst case for seams).
+    ``blobs``: one smooth field per class; a class is where its field is in its top ``share``,
+    giving separate smooth blobs on a background.
+    """
+    if structure == "blobs":
+        return _write_blobs(Path(path), size, classes, cells, seed, rows, share)
     path = Path(path)
     if path.exists():
         return path
@@ -79,5 +87,34 @@ def write_class_raster(path: Path, size: int, classes: int = 4, cells: int = 40,
             b = g[y0 + 1][:, x0] * (1 - fx) + g[y0 + 1][:, x0 + 1] * fx
             field = a * (1 - fy) + b * fy
             dst.write(np.digitize(field, edges).astype(np.uint8)[None], window=rasterio.windows.Window(0, r0, size, h))
+    tmp.rename(path)
+    return path
+
+
+def _write_blobs(path: Path, size: int, classes: int, cells: int, seed: int, rows: int, share: float) -> Path:
+    if path.exists():
+        return path
+    rng = np.random.default_rng(seed)
+    grids = [rng.random((size // cells + 2, size // cells + 2)).astype(np.float32) for _ in range(classes - 1)]
+    cut = [np.quantile(g, 1 - share) for g in grids]
+    profile = dict(driver="GTiff", width=size, height=size, count=1, dtype="uint8", nodata=255,
+                   crs="EPSG:32616", transform=from_origin(700000, 3800000, 0.5, 0.5), tiled=True,
+                   blockxsize=512, blockysize=512, compress="ZSTD")
+    xx = np.arange(size, dtype=np.float32) / cells
+    x0 = xx.astype(int)
+    fx = (xx - x0)[None, :]
+    tmp = path.with_suffix(".partial.tif")
+    with rasterio.open(tmp, "w", **profile) as dst:
+        for r0 in range(0, size, rows):
+            h = min(rows, size - r0)
+            yy = np.arange(r0, r0 + h, dtype=np.float32) / cells
+            y0 = yy.astype(int)
+            fy = (yy - y0)[:, None]
+            out = np.zeros((h, size), dtype=np.uint8)
+            for c, (g, t) in enumerate(zip(grids, cut), start=1):
+                a = g[y0][:, x0] * (1 - fx) + g[y0][:, x0 + 1] * fx
+                b = g[y0 + 1][:, x0] * (1 - fx) + g[y0 + 1][:, x0 + 1] * fx
+                out[(a * (1 - fy) + b * fy) > t] = c
+            dst.write(out[None], window=rasterio.windows.Window(0, r0, size, h))
     tmp.rename(path)
     return path

@@ -100,6 +100,10 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=8192)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--structure", choices=["blobs", "labyrinth"], default="blobs",
+                    help="blobs: separate smooth blobs per class (the default); labyrinth: classes at the "
+                         "quantiles of one field, whose middle classes percolate across the whole raster")
+    ap.add_argument("--cells", type=int, default=None, help="blob size in pixels (default: ~20,000 polygons)")
     args = ap.parse_args()
     if args.child:
         return child(*args.child)
@@ -108,10 +112,12 @@ def main() -> None:
     OUT.mkdir(exist_ok=True)
     if args.quick:
         args.size, args.repeats = 2048, 1
-    raster = write_class_raster(OUT / f"classes_{args.size}.tif", args.size, cells=26)
+    cells = args.cells or (14 if args.structure == "blobs" else 26)
+    raster = write_class_raster(OUT / f"classes_{args.structure}_{args.size}.tif", args.size, cells=cells,
+                                structure=args.structure)
     mp = args.size**2 / 1e6
     kinds = ["baseline", "geoseg"] + (["gdal"] if shutil.which("gdal_polygonize.py") else [])
-    print(f"{args.size}² class raster, 4 classes, interleaved x{args.repeats}")
+    print(f"{args.size}² class raster ({args.structure}), 4 classes, interleaved x{args.repeats}")
     rows = {k: [] for k in kinds}
     for _ in range(args.repeats):
         for k in kinds:

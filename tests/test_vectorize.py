@@ -250,3 +250,22 @@ def test_bad_input_one_line_and_no_partial_gpkg(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["float.tif", "n.gpkg", "nocrs.tif"]
     with pytest.raises(GeosegError, match="--connectivity must be 4 or 8"):
         VectorizeOptions(connectivity=6)
+
+
+def test_percolating_classes_across_many_seams_match_the_whole_raster(tmp_path):
+    """Classes cut from one smooth field at its quartiles percolate into labyrinths with many holes."""
+    rng = np.random.default_rng(7)
+    g = rng.random((1024 // 20 + 2, 1024 // 20 + 2))
+    yy, xx = np.mgrid[0:1024, 0:1024] / 20.0
+    y0, x0 = yy.astype(int), xx.astype(int)
+    fy, fx = yy - y0, xx - x0
+    f = (g[y0, x0] * (1 - fx) + g[y0, x0 + 1] * fx) * (1 - fy) + (g[y0 + 1, x0] * (1 - fx) + g[y0 + 1, x0 + 1] * fx) * fy
+    arr = np.digitize(f, np.quantile(f, [0.25, 0.5, 0.75])).astype(np.uint8)
+    path = write_classes(tmp_path / "lab.tif", arr)
+    layers = read_layers(vectorize(path, tmp_path / "lab.gpkg", VectorizeOptions(chunk_size=128, progress=False)))
+    for cid, name in ((1, "building"), (2, "road"), (3, "water")):
+        ref = whole_raster_reference(arr, cid)
+        gdf = layers[name]
+        assert len(gdf) == len(ref), name
+        assert gdf.geometry.area.sum() == (arr == cid).sum() * 0.25, name
+        assert shapely.union_all(gdf.geometry.values).symmetric_difference(shapely.union_all(ref)).area == 0
