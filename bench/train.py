@@ -121,7 +121,8 @@ def main() -> None:
         rows["baseline"].append(n_chips / t)
         ds.set_epoch(r + 1)
         loader = torch.utils.data.DataLoader(ds, batch_size=args.batch, num_workers=args.workers,
-                                             prefetch_factor=4 if args.workers else None)
+                                             prefetch_factor=4 if args.workers else None,
+                                             multiprocessing_context="spawn" if args.workers else None)
         t = steps(model, opt, loader, args.steps)
         rows["geoseg"].append(n_chips / t)
         print(f"  repeat {r + 1}: baseline {rows['baseline'][-1]:.2f} chips/s, geoseg {rows['geoseg'][-1]:.2f} chips/s",

@@ -194,3 +194,15 @@ def test_output_holding_a_different_model_is_refused(tmp_path):
     assert_one_line_error(r, "holds a different model; pass --overwrite")
     with pytest.raises(GeosegError, match="has no checkpoint to resume from"):
         train(write_config(tmp_path), tmp_path / "m", resume=True)
+
+
+def test_loader_workers_give_the_same_weights_as_the_main_process(tmp_path):
+    """Chips are seeded by (seed, epoch, index): a DataLoader worker process changes nothing."""
+    scene_with_buildings(tmp_path)
+    a = train(write_config(tmp_path, train={"epochs": 1, "workers": 0}), tmp_path / "w0", progress=False)
+    b = train(write_config(tmp_path, train={"epochs": 1, "workers": 1}), tmp_path / "w1", progress=False,
+              overwrite=True)
+    wa = load_file(str(a / "checkpoint" / "model.safetensors"))
+    wb = load_file(str(b / "checkpoint" / "model.safetensors"))
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), k

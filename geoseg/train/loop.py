@@ -212,7 +212,9 @@ def train(config: str | Path | TrainConfig, output: str | Path, *, resume: bool 
         dataset.set_epoch(epoch)
         loader = torch.utils.data.DataLoader(dataset, batch_size=tc.batch_size, shuffle=False,
                                              num_workers=tc.workers, drop_last=True,
-                                             persistent_workers=False, prefetch_factor=4 if tc.workers else None)
+                                             persistent_workers=False, prefetch_factor=4 if tc.workers else None,
+                                             # a forked worker can hang on the OpenMP pool torch already started
+                                             multiprocessing_context="spawn" if tc.workers else None)
         model.train()
         losses = []
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{tc.epochs}", disable=not progress, leave=False)
