@@ -9,6 +9,17 @@ import rasterio
 from rasterio.transform import from_origin
 
 
+def bilinear_rows(g: np.ndarray, r0: int, h: int, width: int, cells: int) -> np.ndarray:
+    """Rows ``r0 .. r0+h`` of the coarse grid ``g`` upsampled bilinearly by ``cells``."""
+    yy = np.arange(r0, r0 + h, dtype=np.float32) / cells
+    xx = np.arange(width, dtype=np.float32) / cells
+    y0, x0 = yy.astype(int), xx.astype(int)
+    fy, fx = (yy - y0)[:, None], (xx - x0)[None, :]
+    a = g[y0][:, x0] * (1 - fx) + g[y0][:, x0 + 1] * fx
+    b = g[y0 + 1][:, x0] * (1 - fx) + g[y0 + 1][:, x0 + 1] * fx
+    return a * (1 - fy) + b * fy
+
+
 def smooth_field(h: int, w: int, rng: np.random.Generator, cells: int = 64) -> np.ndarray:
     """Bilinearly upsampled noise: land-cover-like blobs."""
     gh, gw = h // cells + 2, w // cells + 2
@@ -74,18 +85,10 @@ def write_class_raster(path: Path, size: int, classes: int = 4, cells: int = 40,
                    crs="EPSG:32616", transform=from_origin(700000, 3800000, 0.5, 0.5), tiled=True,
                    blockxsize=512, blockysize=512, compress="ZSTD")
     tmp = path.with_suffix(".partial.tif")
-    xx = np.arange(size, dtype=np.float32) / cells
-    x0 = xx.astype(int)
-    fx = (xx - x0)[None, :]
     with rasterio.open(tmp, "w", **profile) as dst:
         for r0 in range(0, size, rows):
             h = min(rows, size - r0)
-            yy = np.arange(r0, r0 + h, dtype=np.float32) / cells
-            y0 = yy.astype(int)
-            fy = (yy - y0)[:, None]
-            a = g[y0][:, x0] * (1 - fx) + g[y0][:, x0 + 1] * fx
-            b = g[y0 + 1][:, x0] * (1 - fx) + g[y0 + 1][:, x0 + 1] * fx
-            field = a * (1 - fy) + b * fy
+            field = bilinear_rows(g, r0, h, size, cells)
             dst.write(np.digitize(field, edges).astype(np.uint8)[None], window=rasterio.windows.Window(0, r0, size, h))
     tmp.rename(path)
     return path
@@ -100,21 +103,13 @@ def _write_blobs(path: Path, size: int, classes: int, cells: int, seed: int, row
     profile = dict(driver="GTiff", width=size, height=size, count=1, dtype="uint8", nodata=255,
                    crs="EPSG:32616", transform=from_origin(700000, 3800000, 0.5, 0.5), tiled=True,
                    blockxsize=512, blockysize=512, compress="ZSTD")
-    xx = np.arange(size, dtype=np.float32) / cells
-    x0 = xx.astype(int)
-    fx = (xx - x0)[None, :]
     tmp = path.with_suffix(".partial.tif")
     with rasterio.open(tmp, "w", **profile) as dst:
         for r0 in range(0, size, rows):
             h = min(rows, size - r0)
-            yy = np.arange(r0, r0 + h, dtype=np.float32) / cells
-            y0 = yy.astype(int)
-            fy = (yy - y0)[:, None]
             out = np.zeros((h, size), dtype=np.uint8)
             for c, (g, t) in enumerate(zip(grids, cut), start=1):
-                a = g[y0][:, x0] * (1 - fx) + g[y0][:, x0 + 1] * fx
-                b = g[y0 + 1][:, x0] * (1 - fx) + g[y0 + 1][:, x0 + 1] * fx
-                out[(a * (1 - fy) + b * fy) > t] = c
+                out[bilinear_rows(g, r0, h, size, cells) > t] = c
             dst.write(out[None], window=rasterio.windows.Window(0, r0, size, h))
     tmp.rename(path)
     return path

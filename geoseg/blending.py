@@ -73,3 +73,12 @@ def tile_weights(mode: str, tile: int, overlap: int, first_row: bool, last_row: 
     w = w.astype(np.float32)
     w.setflags(write=False)
     return w
+
+
+@lru_cache(maxsize=64)
+def scaled_tile_weights(mode: str, tile: int, overlap: int, first_row: bool, last_row: bool,
+                        first_col: bool, last_col: bool) -> np.ndarray:
+    """:func:`tile_weights` times the fixed-point :data:`SCALE` (exact: a power of two), read-only."""
+    w = tile_weights(mode, tile, overlap, first_row, last_row, first_col, last_col) * np.float32(SCALE)
+    w.setflags(write=False)
+    return w

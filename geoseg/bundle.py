@@ -17,7 +17,7 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -272,9 +272,6 @@ def _looks_pickled(path: Path) -> bool:
         head = f.read(4)
     return head[:1] == b"\x80" or head[:2] == b"PK"  # pickle protocol 2+, or torch's zip
 
-
-def with_classes(meta: BundleMeta, classes: ClassList) -> BundleMeta:
-    return replace(meta, classes=classes)
 
 
 def init_bundle(architecture: str, output: str | os.PathLike, *, encoder: str = "resnet34",

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from geoseg.blending import SCALE, check_blend, tile_weights
+from geoseg.blending import check_blend, scaled_tile_weights
 from geoseg.bundle import check_tiling, load_bundle, read_meta
 from geoseg.classes import NODATA, ClassList
 from geoseg.errors import GeosegError
@@ -92,8 +92,8 @@ class BlockResult:
 
 def _scaled_weights(job: SceneJob, row: int, col: int) -> np.ndarray:
     g = job.grid
-    return tile_weights(job.blend, g.tile_size, g.overlap, row == 0, row == g.rows.n - 1,
-                        col == 0, col == g.cols.n - 1) * np.float32(SCALE)
+    return scaled_tile_weights(job.blend, g.tile_size, g.overlap, row == 0, row == g.rows.n - 1,
+                               col == 0, col == g.cols.n - 1)
 
 
 def _overlap_bands(job: SceneJob, span, limit: int) -> list[tuple[int, int]]:

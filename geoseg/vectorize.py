@@ -27,7 +27,7 @@ import shapely
 from rasterio.errors import RasterioError
 from rasterio.transform import Affine
 
-from geoseg.classes import NODATA, ClassList, SegClass, default_color, load_classes, slugify
+from geoseg.classes import NODATA, ClassList, SegClass, default_color, load_classes
 from geoseg.errors import GeosegError
 from geoseg.scheduler import open_runner, progress_bar, run_graph
 from geoseg.styles import fill_qml, write_layer_styles
@@ -567,4 +567,4 @@ def _probs_beside(raster: str) -> str | None:
     return None
 
 
-__all__ = ["VectorizeOptions", "vectorize", "slugify"]
+__all__ = ["VectorizeOptions", "merge_pieces", "vectorize"]

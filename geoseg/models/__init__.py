@@ -89,4 +89,4 @@ def output_stride(model: nn.Module) -> int:
     return int(getattr(enc, "output_stride", 32) or 32)
 
 
-__all__ = ["available_architectures", "create_model", "output_stride", "torch"]
+__all__ = ["FCN", "PixelLinear", "available_architectures", "create_model", "output_stride"]

@@ -17,7 +17,7 @@ import torch
 from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
-from geoseg.classes import NODATA, ClassList
+from geoseg.classes import NODATA
 from geoseg.errors import GeosegError
 from geoseg.labels import Grid, RasterLabels, VectorLabels, is_vector, read_vectors
 from geoseg.raster import inspect_scene, read_window
@@ -281,4 +281,4 @@ class ChipFolder(torch.utils.data.Dataset):
         return tuple(map(float, mean)), tuple(float(max(v, 1e-6)) for v in np.sqrt(np.maximum(ss / n - mean**2, 0)))
 
 
-__all__ = ["ChipFolder", "ClassList", "SceneChips", "band_statistics", "open_scene", "split_blocks"]
+__all__ = ["ChipFolder", "SceneChips", "band_statistics", "open_scene", "split_blocks"]
