@@ -112,8 +112,8 @@ def main() -> None:
     OUT.mkdir(exist_ok=True)
     if args.quick:
         args.size, args.repeats = 2048, 1
-    cells = args.cells or (14 if args.structure == "blobs" else 26)
-    raster = write_class_raster(OUT / f"classes_{args.structure}_{args.size}.tif", args.size, cells=cells,
+    cells = args.cells or (32 if args.structure == "blobs" else 26)
+    raster = write_class_raster(OUT / f"classes_{args.structure}_{args.size}_{cells}.tif", args.size, cells=cells,
                                 structure=args.structure)
     mp = args.size**2 / 1e6
     kinds = ["baseline", "geoseg"] + (["gdal"] if shutil.which("gdal_polygonize.py") else [])

@@ -1,9 +1,12 @@
 """Class rasters to QGIS-ready GeoPackages, chunk by chunk, exact across seams.
 
 Each chunk (a Dask task) labels the connected components of every class to
-vectorize (4- or 8-connectivity) and polygonizes the label image in pixel
+vectorize (4- or 8-connectivity) and traces their boundary rings in pixel
 coordinates, where every vertex is an integer and pieces of one component
-from neighbouring chunks share their seam edges exactly. The task returns its
+from neighbouring chunks share their seam edges exactly. Labelling and
+tracing are compiled (:mod:`geoseg._trace`) and release the GIL, so chunks
+polygonize in parallel threads; the rings become shapely polygons in one
+vectorized call. The task returns its
 pieces and the labels along its four edges. Components that touch no seam are
 final and are written as their chunk arrives; the others are joined across
 seams with a union-find over edge-adjacent labels and unioned at the end. The
@@ -27,6 +30,7 @@ import shapely
 from rasterio.errors import RasterioError
 from rasterio.transform import Affine
 
+from geoseg import _trace
 from geoseg.classes import NODATA, ClassList, SegClass, default_color, load_classes
 from geoseg.errors import GeosegError
 from geoseg.scheduler import open_runner, progress_bar, run_graph
@@ -73,25 +77,54 @@ class VectorJob:
 
 
 @dataclass
-class ChunkPieces:
-    """What one chunk found: polygons per local label, and the labels on its edges."""
+class Features:
+    """Features as parallel arrays (geometries in pixel coordinates until written)."""
 
-    label_class: np.ndarray  # class id per local label (index 0 unused)
+    class_id: np.ndarray  # int64
+    geometry: np.ndarray  # shapely geometries (object)
+    pixels: np.ndarray  # int64
+    conf: np.ndarray  # summed probability per feature (float64; NaN without a probability raster)
+
+    def __len__(self) -> int:
+        return len(self.class_id)
+
+    def take(self, idx) -> Features:
+        return Features(self.class_id[idx], self.geometry[idx], self.pixels[idx], self.conf[idx])
+
+    @staticmethod
+    def concat(parts: list[Features]) -> Features:
+        if not parts:
+            return Features(np.zeros(0, np.int64), np.zeros(0, object), np.zeros(0, np.int64), np.zeros(0))
+        return Features(*(np.concatenate([getattr(p, f) for p in parts])
+                          for f in ("class_id", "geometry", "pixels", "conf")))
+
+
+@dataclass
+class ChunkPieces:
+    """What one chunk found: polygons per component label, and the labels on its edges."""
+
+    label_class: np.ndarray  # class id per local label (index 0: unlabelled)
     label_pixels: np.ndarray
-    label_conf: np.ndarray | None  # summed probability per label
-    pieces: list[tuple[int, shapely.Geometry]]  # (label, polygon in pixel coordinates)
+    label_conf: np.ndarray  # summed probability per label (NaN without a probability raster)
+    piece_label: np.ndarray  # component label of each polygon (several for an 8-connected component)
+    piece_geom: np.ndarray  # polygons in pixel coordinates
     edges: dict[str, np.ndarray] = field(repr=False)
     values: dict[int, int] = field(default_factory=dict)  # pixel count per raster value
 
 
-_STRUCTURE = {4: np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]]), 8: np.ones((3, 3), dtype=int)}
+def _codes(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Small non-negative integer codes for a class array, and the value of each code."""
+    if arr.dtype == np.uint8 or arr.dtype == np.uint16:
+        return arr, np.arange(1 << (8 * arr.dtype.itemsize), dtype=np.int64)
+    lo, hi = (int(arr.min()), int(arr.max())) if arr.size else (0, 0)
+    if lo >= 0 and hi < 65536:
+        return arr.astype(np.uint16), np.arange(65536, dtype=np.int64)
+    values, inv = np.unique(arr, return_inverse=True)
+    return inv.reshape(arr.shape).astype(np.uint16 if len(values) <= 65536 else np.int64), values.astype(np.int64)
 
 
 def polygonize_chunk(job: VectorJob, chunk: Chunk) -> ChunkPieces:
-    """Label and polygonize one chunk (a Dask task)."""
-    from rasterio.features import shapes
-    from scipy import ndimage
-
+    """Label and polygonize one chunk (a Dask task); compiled kernels, no GIL held."""
     win = chunk.window
     try:
         with rasterio.open(job.path) as src:
@@ -102,34 +135,35 @@ def polygonize_chunk(job: VectorJob, chunk: Chunk) -> ChunkPieces:
                 probs = src.read([b for _, b in job.prob_band], window=win)
     except RasterioError as exc:
         raise GeosegError(f"read failed at {win!r} ({exc})", job.path) from None
-    vals, counts = np.unique(arr, return_counts=True)
-    labels = np.zeros(arr.shape, dtype=np.int32)
-    label_class = [0]
-    conf = np.zeros(arr.shape, dtype=np.float64) if probs is not None else None
-    band_of = {c: i for i, (c, _) in enumerate(job.prob_band)}
-    for v in vals:
-        v = int(v)
-        if v in job.exclude:
-            continue
-        mask = arr == v
-        lab, n = ndimage.label(mask, structure=_STRUCTURE[job.connectivity])
-        labels[mask] = lab[mask] + (len(label_class) - 1)
-        label_class += [v] * n
-        if conf is not None and v in band_of:
-            conf[mask] = probs[band_of[v]][mask] / 255.0
-    n_labels = len(label_class)
-    pixels = np.bincount(labels.ravel(), minlength=n_labels)
-    label_conf = np.bincount(labels.ravel(), weights=conf.ravel(), minlength=n_labels) if conf is not None else None
-    pieces = []
-    if n_labels > 1:
-        origin = Affine.translation(win.col_off, win.row_off)  # integer pixel coordinates: exact seams
-        for geom, value in shapes(labels, mask=labels > 0, connectivity=4, transform=origin):
-            rings = [shapely.linearrings(np.asarray(r, dtype=np.float64)) for r in geom["coordinates"]]
-            pieces.append((int(value), shapely.polygons(rings[0], holes=rings[1:] or None)))
+    codes, code_value = _codes(arr)
+    skip = np.isin(code_value, np.asarray(job.exclude, dtype=np.int64))
+    counts = np.bincount(codes.ravel(), minlength=len(code_value)) if codes.dtype != np.int64 else \
+        np.bincount(codes.ravel())
+    values = {int(code_value[c]): int(counts[c]) for c in np.nonzero(counts)[0]}
+    lab4, code4, pixels4 = _trace.label_values(codes, skip, False)
+    if job.connectivity == 8:
+        labels, code8, pixels = _trace.label_values(codes, skip, True)
+        group = np.zeros(len(code4), dtype=np.int32)
+        group[lab4.ravel()] = labels.ravel()  # every 4-connected piece lies in one 8-connected label
+        group[0] = 0
+        label_code = code8
+    else:
+        labels, label_code, pixels, group = lab4, code4, pixels4, None
+    n_labels = len(label_code)
+    label_conf = np.full(n_labels, np.nan)
+    if probs is not None:
+        band = np.full(len(code_value), len(job.prob_band), dtype=np.intp)  # the extra zero plane
+        for i, (c, _) in enumerate(job.prob_band):
+            band[np.nonzero(code_value == c)[0]] = i
+        planes = np.concatenate([probs, np.zeros((1,) + probs.shape[1:], probs.dtype)])
+        px = np.take_along_axis(planes, band[codes][None], axis=0)[0]
+        label_conf = np.bincount(labels.ravel(), weights=px.ravel() / 255.0, minlength=n_labels)
+    piece_label, piece_geom = _trace.polygons(lab4, win.col_off, win.row_off)  # integer pixel coordinates
+    if group is not None:
+        piece_label = group[piece_label]
     edges = {"top": labels[0].copy(), "bottom": labels[-1].copy(), "left": labels[:, 0].copy(),
              "right": labels[:, -1].copy()}
-    return ChunkPieces(np.asarray(label_class, dtype=np.int64), pixels, label_conf, pieces, edges,
-                       {int(v): int(c) for v, c in zip(vals, counts)})
+    return ChunkPieces(code_value[label_code], pixels, label_conf, piece_label, piece_geom, edges, values)
 
 
 class _UnionFind:
@@ -162,14 +196,6 @@ def _seam_pairs(a: np.ndarray, b: np.ndarray, ca: np.ndarray, cb: np.ndarray, di
         yield from set(zip(x[same].tolist(), y[same].tolist()))
 
 
-@dataclass
-class _Feature:
-    class_id: int
-    geometry: shapely.Geometry  # pixel coordinates
-    pixels: int
-    conf: float | None
-
-
 class _Collector:
     """Receives chunks as they finish; writes final features, holds the seam ones."""
 
@@ -200,27 +226,27 @@ class _Collector:
         with self.lock:
             for v, n in res.values.items():
                 self.values[v] += n
-            on_seam = set()
-            for side in self.seam_sides(chunk):
-                on_seam.update(np.unique(res.edges[side]).tolist())
-            on_seam.discard(0)
             self.edges[(chunk.i, chunk.j)] = (res.edges, res.label_class)
-            by_label: dict[int, list] = defaultdict(list)
-            for label, geom in res.pieces:
-                by_label[label].append(geom)
-            final = []
-            for label, geoms in by_label.items():
-                conf = None if res.label_conf is None else float(res.label_conf[label])
-                info = (int(res.label_class[label]), int(res.label_pixels[label]), conf)
-                if label in on_seam or self.hold_all:
-                    key = (chunk.i, chunk.j, label)
-                    self.held[key] = geoms
-                    self.held_info[key] = info
-                else:
-                    # 4-connected pieces of one 8-connected label touch only at corners
-                    geom = geoms[0] if len(geoms) == 1 else shapely.MultiPolygon(geoms)
-                    final.append(_Feature(info[0], geom, info[1], info[2]))
-            self.writer.add(final)
+            on_seam = np.zeros(len(res.label_class), dtype=bool)
+            for side in self.seam_sides(chunk):
+                on_seam[res.edges[side]] = True
+            on_seam[0] = False
+            if self.hold_all:
+                on_seam[:] = True
+            held = on_seam[res.piece_label]
+            for label in np.unique(res.piece_label[held]).tolist():
+                key = (chunk.i, chunk.j, label)
+                self.held[key] = list(res.piece_geom[res.piece_label == label])
+                self.held_info[key] = (int(res.label_class[label]), int(res.label_pixels[label]),
+                                       float(res.label_conf[label]))
+            labels, geoms = res.piece_label[~held], res.piece_geom[~held]
+            if len(np.unique(labels)) < len(labels):
+                # 4-connected pieces of one 8-connected label (they touch only at corners)
+                order = np.argsort(labels, kind="stable")
+                labels, first = np.unique(labels[order], return_index=True)
+                geoms = np.asarray([g[0] if len(g) == 1 else shapely.MultiPolygon(list(g))
+                                    for g in np.split(geoms[order], first[1:])] or [], dtype=object)
+            self.writer.add(Features(res.label_class[labels], geoms, res.label_pixels[labels], res.label_conf[labels]))
 
     def finish(self) -> None:
         """Join held pieces across seams and hand them to the writer."""
@@ -249,15 +275,18 @@ class _Collector:
         groups: dict[tuple, list] = defaultdict(list)
         for key in self.held:
             groups[uf.find(key)].append(key)
-        feats = []
+        cls, geoms, pixels, conf = [], [], [], []
         for keys in groups.values():
-            geoms = [g for k in keys for g in self.held[k]]
             infos = [self.held_info[k] for k in keys]
-            conf = None if infos[0][2] is None else sum(x[2] for x in infos)
-            feats.append(_Feature(infos[0][0], merge_pieces(geoms, self.seams_x, self.seams_y),
-                                  sum(x[1] for x in infos), conf))
+            cls.append(infos[0][0])
+            geoms.append(merge_pieces([g for k in keys for g in self.held[k]], self.seams_x, self.seams_y))
+            pixels.append(sum(x[1] for x in infos))
+            conf.append(sum(x[2] for x in infos))
         self.held.clear()
-        self.writer.add(feats)
+        geometry = np.empty(len(geoms), dtype=object)
+        geometry[:] = geoms
+        self.writer.add(Features(np.asarray(cls, dtype=np.int64), geometry, np.asarray(pixels, dtype=np.int64),
+                                 np.asarray(conf, dtype=np.float64)))
 
 
 def merge_pieces(geoms: list, seams_x: np.ndarray, seams_y: np.ndarray) -> shapely.Geometry:
@@ -361,7 +390,7 @@ class _LayerWriter:
         self.written: dict[int, int] = defaultdict(int)
         self.layer_names: dict[int, str] = {}
         self.unknown: set[int] = set()
-        self.hold: list[_Feature] | None = [] if options.simplify > 0 else None
+        self.hold: list[Features] | None = [] if options.simplify > 0 else None
 
     def layer_class(self, class_id: int) -> SegClass:
         c = self.classes.by_id(class_id)
@@ -377,40 +406,37 @@ class _LayerWriter:
             self.layer_names[class_id] = slug if slug not in taken else f"{slug}_{class_id}"
         return self.layer_names[class_id]
 
-    def add(self, feats: list[_Feature]) -> None:
+    def add(self, feats: Features) -> None:
         if self.hold is not None:
-            self.hold.extend(feats)
+            self.hold.append(feats)
             return
         self._emit(feats)
 
-    def _emit(self, feats: list[_Feature], in_crs: bool = False) -> None:
-        if not feats:
+    def _emit(self, feats: Features, in_crs: bool = False) -> None:
+        if not len(feats):
             return
         m, o = self.measure, self.options
-        geoms = np.empty(len(feats), dtype=object)
-        geoms[:] = [f.geometry for f in feats]
-        if not in_crs:
-            geoms = m.to_crs(geoms)
+        geoms = feats.geometry if in_crs else m.to_crs(feats.geometry)
         if o.fill_holes > 0:
-            geoms[:] = [_fill_holes(g, o.fill_holes, m) for g in geoms]
+            geoms = np.asarray([_fill_holes(g, o.fill_holes, m) for g in geoms] + [None], dtype=object)[:-1]
         areas, perims = m.area_perimeter(geoms)
         keep = (areas >= o.min_area) & ~shapely.is_empty(geoms)
-        for i in np.nonzero(keep)[0]:
-            f = feats[i]
-            buf = self.buffers[f.class_id]
-            buf["geometry"].append(geoms[i])
-            buf["area_m2"].append(areas[i])
-            buf["perimeter_m"].append(perims[i])
-            buf["mean_confidence"].append(np.nan if f.conf is None else f.conf / max(f.pixels, 1))
-            if len(buf["geometry"]) >= self.FLUSH:
-                self.flush(f.class_id)
+        mean_conf = feats.conf / np.maximum(feats.pixels, 1)
+        for cid in np.unique(feats.class_id[keep]).tolist():
+            sel = keep & (feats.class_id == cid)
+            buf = self.buffers[cid]
+            for name, col in (("geometry", geoms), ("area_m2", areas), ("perimeter_m", perims),
+                              ("mean_confidence", mean_conf)):
+                buf[name].append(col[sel])
+            if sum(len(g) for g in buf["geometry"]) >= self.FLUSH:
+                self.flush(cid)
 
     def flush(self, class_id: int) -> None:
         import geopandas as gpd
         import pandas as pd
         import pyogrio
 
-        cols = self.buffers.pop(class_id, {})
+        cols = {k: np.concatenate(v) for k, v in self.buffers.pop(class_id, {}).items()}
         n = len(cols.get("geometry", []))
         if not n and self.written[class_id]:
             return
@@ -437,7 +463,7 @@ class _LayerWriter:
         """Write what is held (simplified first, if asked), empty layers for absent classes, and styles."""
         if self.hold is not None:
             feats, self.hold = self.hold, None
-            self._emit(_simplify(feats, self.options.simplify, self.measure), in_crs=True)
+            self._emit(_simplify(Features.concat(feats), self.options.simplify, self.measure), in_crs=True)
         for cid in sorted(set(wanted) | set(self.buffers)):
             self.flush(cid)
         return {self.layer_name(cid): fill_qml(self.layer_class(cid)) for cid in sorted(self.written)}
@@ -453,15 +479,16 @@ def _fill_holes(geom: shapely.Geometry, max_area: float, m: _Measure) -> shapely
     return out[0] if len(out) == 1 else shapely.MultiPolygon(out)
 
 
-def _simplify(feats: list[_Feature], metres: float, m: _Measure) -> list[_Feature]:
+def _simplify(feats: Features, metres: float, m: _Measure) -> Features:
     """Coverage simplification of every class together: shared edges stay shared."""
+    if not len(feats):
+        return feats
     # Vertices at every pixel corner make the coverage's shared edges noded identically.
-    geoms = [m.to_crs(shapely.segmentize(f.geometry, 1.0)) for f in feats]
-    if not geoms:
-        return []
-    simple = shapely.coverage_simplify(np.asarray(geoms, dtype=object), m.metres_to_crs(metres))
-    return [_Feature(f.class_id, shapely.make_valid(g) if not g.is_valid else g, f.pixels, f.conf)
-            for f, g in zip(feats, simple)]
+    geoms = m.to_crs(shapely.segmentize(feats.geometry, 1.0))
+    simple = shapely.coverage_simplify(geoms, m.metres_to_crs(metres))
+    bad = ~shapely.is_valid(simple)
+    simple[bad] = shapely.make_valid(simple[bad])
+    return Features(feats.class_id, simple, feats.pixels, feats.conf)
 
 
 def resolve_classes(path: str, options_classes: str | None) -> ClassList | None:
