@@ -1,13 +1,15 @@
 """Running a bundle's model on batches of tiles, once per worker.
 
 A worker process keeps one :class:`Predictor` per (bundle, device) and reuses
-it for every tile. Forward passes are serialised by a lock: on a CPU torch
-already uses every core, and on a GPU one stream is enough, while the other
-threads read, blend and write.
+it for every tile. On a GPU, forward passes are serialised by a lock (one
+stream is enough) while the other threads read, blend and write. On the CPU,
+each worker thread runs its own forward passes with its share of the cores
+(see :attr:`geoseg.scheduler.Runner.torch_threads`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from pathlib import Path
@@ -50,7 +52,8 @@ class Predictor:
         """Float32 logits ``(N, K, T, T)`` for normalised tiles ``(N, C, T, T)``."""
         x = torch.from_numpy(tiles).to(self.device, non_blocking=True)
         x = x.contiguous(memory_format=torch.channels_last)
-        with self._lock:
+        # One forward at a time on a GPU (one stream); on the CPU, workers run their own.
+        with self._lock if self.device.type == "cuda" else contextlib.nullcontext():
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
                 return self.model(x).float()
 

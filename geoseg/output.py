@@ -2,8 +2,8 @@
 
 Chunks are written into a temporary tiled GeoTIFF (ZSTD level 1, the fastest
 codec measured here for uint8 labels) beside the final file. When every chunk
-is in, it is copied into a Cloud-Optimized GeoTIFF (overviews by MODE for
-classes, never averaged) under another temporary name, which is then renamed
+is in, it is copied into a Cloud-Optimized GeoTIFF (class overviews by NEAREST
+or MODE, never averaged) under another temporary name, which is then renamed
 into place. A failure leaves no partial output.
 """
 

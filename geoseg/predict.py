@@ -1,18 +1,20 @@
 """Tiled, blended, Dask-scheduled prediction of GeoTIFF scenes.
 
 Each scene is cut into blocks of whole tiles of one global tile grid
-(:mod:`geoseg.tiling`). One Dask task per block reads its window, runs its
-tiles through the model in batches, and accumulates fixed-point blend votes
-(:mod:`geoseg.blending`). The votes a block's tiles cast into the next
-blocks' pixels (an ``overlap``-wide strip on the right and at the bottom)
-are handed to those tasks, so tasks run as a wavefront and no tile runs
-twice. Each task returns the classes of the part of the scene it completes;
-these are written chunk by chunk, and memory depends on the chunk size, not
-on the scene size.
+(:mod:`geoseg.tiling`). Two Dask tasks per block: the first reads its window
+and runs its tiles through the model in batches, keeping each pixel's class
+where one tile covers it and fixed-point blend votes (:mod:`geoseg.blending`)
+in the overlap bands; these tasks depend on nothing, so every worker has
+model work from the start. The second adds the votes that the upper and left
+blocks' tiles cast into it (``overlap``-wide strips), finishes the block's
+chunk and hands its own strips on, so no tile runs twice and the cheap
+finishing tasks run as a wavefront. Chunks are written as they finish, and
+memory depends on the chunk size, not on the scene size.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from dataclasses import dataclass, field
@@ -27,7 +29,7 @@ from geoseg.errors import GeosegError
 from geoseg.inference import get_predictor
 from geoseg.inputs import output_stem, resolve_inputs
 from geoseg.output import ChunkWriter, decorate_classes, decorate_probabilities
-from geoseg.raster import SceneInfo, inspect_scene, read_window
+from geoseg.raster import SceneInfo, gdal_cache, inspect_scene, read_window
 from geoseg.scheduler import Runner, open_runner, progress_bar, run_graph
 from geoseg.tiling import Block, TileGrid, pad_tile
 
@@ -45,8 +47,9 @@ class PredictOptions:
     workers: int | None = None
     scheduler: str | None = None
     device: str = "auto"
-    batch_size: int | None = None  # default: 8 on CUDA, 2 on the CPU (batching buys nothing there)
+    batch_size: int | None = None  # default: 8 on CUDA, 1 on the CPU (batching buys nothing there)
     probabilities: bool = False
+    overviews: str = "nearest"  # resampling of the class COG's overviews: nearest or mode
     overwrite: bool = False
     allow_no_crs: bool = False
     progress: bool = True
@@ -59,6 +62,8 @@ class PredictOptions:
             raise GeosegError(f"--batch-size must be positive, got {self.batch_size}")
         if self.workers is not None and self.workers < 1:
             raise GeosegError(f"--workers must be positive, got {self.workers}")
+        if self.overviews not in ("nearest", "mode"):
+            raise GeosegError(f"--overviews must be nearest or mode, got {self.overviews!r}")
 
 
 @dataclass(frozen=True)
@@ -110,13 +115,24 @@ def _overlap_bands(job: SceneJob, span, limit: int) -> list[tuple[int, int]]:
     return bands
 
 
-def run_block(job: SceneJob, block: Block, top: np.ndarray | None, left: np.ndarray | None) -> BlockResult:
-    """Predict one block: read, run its tiles, blend, and finish its chunk.
+@dataclass
+class BlockVotes:
+    """A block's own tiles, run: classes where one tile decides, votes in the overlap bands."""
+
+    acc: np.ndarray = field(repr=False)  # (K[+1], bh, bw) int32 fixed-point votes (and weights)
+    classes: np.ndarray = field(repr=False)
+    probabilities: np.ndarray | None = field(repr=False)
+    valid: np.ndarray = field(repr=False)
+    n_tiles: int = 0
+
+
+def infer_block(job: SceneJob, block: Block) -> BlockVotes:
+    """Read one block and run its tiles through the model (a Dask task with no dependencies).
 
     Where a pixel is covered by one tile only, its blended votes are that tile's
     votes, so its class is taken from the tile's argmax (done on the device).
-    Votes are summed, and argmaxed here, only in the overlap bands between tiles.
-    Both give exactly what summing every vote would.
+    Votes are kept, and argmaxed by :func:`finish_block`, only in the overlap
+    bands between tiles. Both give exactly what summing every vote would.
     """
     g, k, ov, size = job.grid, job.num_classes, job.grid.overlap, job.grid.tile_size
     data, valid = read_window(job.scene, block.read_window, job.bands)  # native dtype
@@ -126,10 +142,6 @@ def run_block(job: SceneJob, block: Block, top: np.ndarray | None, left: np.ndar
     bh, bw = block.rows.size, block.cols.size
     nacc = k + 1 if job.probabilities else k  # the weight total is needed for probabilities only
     acc = np.zeros((nacc, bh, bw), dtype=np.int32)  # calloc: only the touched bands take memory
-    if top is not None:
-        acc[:, : top.shape[1], : top.shape[2]] += top
-    if left is not None:
-        acc[:, :, : left.shape[2]] += left
     classes = np.full((bh, bw), NODATA, dtype=np.uint8)
     probs = np.zeros((k, bh, bw), dtype=np.uint8) if job.probabilities else None
 
@@ -145,7 +157,8 @@ def run_block(job: SceneJob, block: Block, top: np.ndarray | None, left: np.ndar
         if job.torch_threads:
             import torch
 
-            torch.set_num_threads(job.torch_threads)
+            if torch.get_num_threads() != job.torch_threads:
+                torch.set_num_threads(job.torch_threads)
         batch_arr = np.empty((min(job.batch_size, len(todo)), len(job.bands), size, size), dtype=np.float32)
         for b0 in range(0, len(todo), job.batch_size):
             batch = todo[b0 : b0 + job.batch_size]
@@ -179,6 +192,22 @@ def run_block(job: SceneJob, block: Block, top: np.ndarray | None, left: np.ndar
                             acc[k, y + r0 : y + r1, x + c0 : x + c1] += np.rint(
                                 weights[n, r0:r1, c0:c1]).astype(np.int32)
 
+    return BlockVotes(acc, classes, probs, valid, block.n_tiles)
+
+
+def finish_block(job: SceneJob, block: Block, votes: BlockVotes, top: np.ndarray | None,
+                 left: np.ndarray | None) -> BlockResult:
+    """Add the votes the upper and left blocks cast into this one, and finish its chunk.
+
+    Votes are fixed-point integers, so the order of these sums does not matter:
+    the result is bit-identical however the tasks were scheduled.
+    """
+    k, acc, classes, probs, valid = job.num_classes, votes.acc, votes.classes, votes.probabilities, votes.valid
+    bh, bw = block.rows.size, block.cols.size
+    if top is not None:
+        acc[:, : top.shape[1], : top.shape[2]] += top
+    if left is not None:
+        acc[:, :, : left.shape[2]] += left
     fh, fw = block.rows.final_size, block.cols.final_size
     bands = [(np.s_[a:b], np.s_[:fw]) for a, b in _overlap_bands(job, block.rows, fh)]
     bands += [(np.s_[:fh], np.s_[a:b]) for a, b in _overlap_bands(job, block.cols, fw)]
@@ -195,13 +224,15 @@ def run_block(job: SceneJob, block: Block, top: np.ndarray | None, left: np.ndar
         probs[:, nodata] = 0
     bottom = acc[:, fh:, :fw].copy() if fh < bh else None
     right = acc[:, :, fw:].copy() if fw < bw else None
-    return BlockResult(classes, probs, bottom, right, block.n_tiles)
+    return BlockResult(classes, probs, bottom, right, votes.n_tiles)
 
 
 def default_batch_size(device: str) -> int:
     from geoseg.inference import resolve_device
 
-    return 8 if resolve_device(device).type == "cuda" else 2
+    # On the CPU a batch buys nothing (measured: batch 1 or 2 per forward take the same time per
+    # tile), and each concurrent worker's activations cost memory.
+    return 8 if resolve_device(device).type == "cuda" else 1
 
 
 def _strip(result: BlockResult, side: str) -> np.ndarray | None:
@@ -209,12 +240,13 @@ def _strip(result: BlockResult, side: str) -> np.ndarray | None:
 
 
 def block_graph(job: SceneJob, blocks: list[list[Block]]) -> list[tuple[Block, object]]:
-    """Delayed block results, each depending on its upper and left neighbours' strips."""
+    """Delayed block results: model tasks, and finishing tasks that take their neighbours' strips."""
     import dask
     from dask.base import tokenize
 
     token = tokenize(job)
-    delayed_block = dask.delayed(run_block, pure=True)
+    delayed_infer = dask.delayed(infer_block, pure=True)
+    delayed_finish = dask.delayed(finish_block, pure=True)
     delayed_strip = dask.delayed(_strip, pure=True)
     results: dict[tuple[int, int], object] = {}
     out = []
@@ -223,7 +255,8 @@ def block_graph(job: SceneJob, blocks: list[list[Block]]) -> list[tuple[Block, o
             up, lf = results.get((b.i - 1, b.j)), results.get((b.i, b.j - 1))
             top = None if up is None else delayed_strip(up, "bottom", dask_key_name=f"bottom-{token}-{b.i - 1}-{b.j}")
             left = None if lf is None else delayed_strip(lf, "right", dask_key_name=f"right-{token}-{b.i}-{b.j - 1}")
-            res = delayed_block(job, b, top, left, dask_key_name=f"block-{token}-{b.i}-{b.j}")
+            votes = delayed_infer(job, b, dask_key_name=f"infer-{token}-{b.i}-{b.j}")
+            res = delayed_finish(job, b, votes, top, left, dask_key_name=f"block-{token}-{b.i}-{b.j}")
             results[(b.i, b.j)] = res
             out.append((b, res))
     return out
@@ -270,7 +303,7 @@ def predict_scene(info: SceneInfo, bundle: str | os.PathLike, classes: ClassList
     try:
         run_graph(graph, sink, runner)
         bar.close()
-        writers[0].finish_cog(decorate_classes(classes), "MODE")
+        writers[0].finish_cog(decorate_classes(classes), options.overviews.upper())
         if out.probabilities:
             writers[1].finish_cog(decorate_probabilities(classes), "AVERAGE")
     except BaseException:
@@ -299,7 +332,11 @@ def predict(bundle: str | os.PathLike, inputs: list[str] | str, out_dir: str | o
     _check_unique_stems(scenes)
 
     done = []
-    with open_runner(options.scheduler, options.workers, client) as runner:
+    import torch
+
+    threads = torch.get_num_threads()  # local workers set their share; the caller's setting comes back
+    with open_runner(options.scheduler, options.workers, client) as runner, _restore_torch_threads(threads), \
+            gdal_cache():
         # Load the weights here first: a broken bundle fails before any scene is touched, and
         # local schedulers then reuse this process's predictor.
         if runner.distributed:
@@ -318,6 +355,16 @@ def predict(bundle: str | os.PathLike, inputs: list[str] | str, out_dir: str | o
                           meta.bands, meta.mean, meta.std)
             done.append(out)
     return done
+
+
+@contextlib.contextmanager
+def _restore_torch_threads(n: int):
+    import torch
+
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
 
 
 def prepare_out_dir(out_dir: str | os.PathLike) -> Path:

@@ -6,6 +6,7 @@ datasets cannot be pickled or shared between threads.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 
@@ -109,3 +110,21 @@ def _valid_from_nodata(data: np.ndarray, nodata: list[float | None]) -> np.ndarr
         else:
             valid |= band != np.asarray(nd).astype(band.dtype)
     return valid
+
+
+GDAL_CACHE_MB = 128
+
+
+@contextlib.contextmanager
+def gdal_cache(megabytes: int = GDAL_CACHE_MB):
+    """Bound GDAL's block cache for a run, unless ``GDAL_CACHEMAX`` is set in the environment.
+
+    GDAL's default is 5% of RAM (1.2 GB on a 24 GB machine). Blocks are read once
+    in aligned strips and written once, so a small cache costs nothing, while the
+    default lets a long run's cached output blocks grow with the scene.
+    """
+    if "GDAL_CACHEMAX" in os.environ:
+        yield
+        return
+    with rasterio.Env(GDAL_CACHEMAX=megabytes * 2**20):
+        yield

@@ -31,10 +31,13 @@ class Runner:
         return self.client is not None
 
     @property
-    def torch_threads(self) -> int | None:
-        """Intra-op threads per worker process, so processes do not oversubscribe cores."""
-        if self.client is None:
-            return None
+    def torch_threads(self) -> int:
+        """Intra-op threads per worker, so that workers do not oversubscribe the cores.
+
+        Two Dask threads each driving an OpenMP team of every core run slower than
+        the same threads with one core's worth each (OpenMP's spinning teams
+        fight over the cores); the workers are the parallelism.
+        """
         return max(1, (os.cpu_count() or 1) // max(1, self.workers))
 
 

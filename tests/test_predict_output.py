@@ -89,3 +89,25 @@ def test_existing_outputs_are_skipped_unless_overwrite(linear_bundle, tmp_path):
     with rasterio.open(res.classes) as src:
         assert src.read(1).shape == (64, 64)
     assert sorted(p.name for p in out.iterdir()) == ["a.classes.tif"]  # no temporary files left
+
+
+@pytest.mark.parametrize("overviews", ["nearest", "mode"])
+def test_overviews_pick_classes_never_blend(linear_bundle, tmp_path, overviews):
+    """In every 2x2 cell three pixels are class 0 and one is class 1, at a different corner per quadrant."""
+    arr = np.full((1024, 1024), 50, dtype=np.uint8)  # class 0
+    for qy, qx, (dy, dx) in ((0, 0, (0, 0)), (0, 512, (0, 1)), (512, 0, (1, 0)), (512, 512, (1, 1))):
+        arr[qy + dy : qy + 512 : 2, qx + dx : qx + 512 : 2] = 120  # class 1
+    write_scene(tmp_path / "cells.tif", np.stack([arr] * 3))
+    (res,) = predict(linear_bundle, [str(tmp_path / "cells.tif")], tmp_path / "out",
+                     PredictOptions(progress=False, overviews=overviews))
+    with rasterio.open(res.classes) as out:
+        full = out.read(1)
+        assert out.overviews(1) == [2]
+        ov = out.read(1, out_shape=(512, 512))
+    np.testing.assert_array_equal(full, known_class(np.stack([arr] * 3)))
+    if overviews == "mode":
+        assert (ov == 0).all()  # the most frequent class of every cell
+    else:  # one source pixel per cell, at the same corner everywhere: class 1 in exactly one quadrant
+        assert any(np.array_equal(ov, full[a::2, b::2]) for a in (0, 1) for b in (0, 1))
+        assert sorted(int(ov[q].max()) for q in (np.s_[:256, :256], np.s_[:256, 256:], np.s_[256:, :256],
+                                                 np.s_[256:, 256:])) == [0, 0, 0, 1]

@@ -21,7 +21,7 @@ scheduler_opt = click.option("--scheduler", default="threads", show_default=True
 device_opt = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
                           show_default=True, help="Where the model runs.")
 batch_size_opt = click.option("--batch-size", type=int, default=None,
-                              help="Tiles per forward pass (default: 8 on CUDA, 2 on the CPU).")
+                              help="Tiles per forward pass (default: 8 on CUDA, 1 on the CPU).")
 probabilities_opt = click.option("--probabilities", is_flag=True,
                                  help="Also write NAME.probs.tif, one uint8 band per class.")
 overwrite_opt = click.option("--overwrite", is_flag=True, help="Replace outputs that exist.")

@@ -15,6 +15,8 @@ from geoseg.cli.vectorize import vectorize_options
 @output_dir_opt
 @raster_processing_options
 @probabilities_opt
+@click.option("--overviews", type=click.Choice(["nearest", "mode"]), default="nearest", show_default=True,
+              help="Resampling of the class COG's overviews (mode: the most frequent class; slower).")
 @click.option("--vectorize", "do_vectorize", is_flag=True,
               help="Also vectorize each class raster into OUTPUT/NAME.gpkg (see geoseg vectorize).")
 @vectorize_options
