@@ -73,43 +73,33 @@ def write_class_raster(path: Path, size: int, classes: int = 4, cells: int = 40,
     ``blobs``: one smooth field per class; a class is where its field is in its top ``share``,
     giving separate smooth blobs on a background.
     """
-    if structure == "blobs":
-        return _write_blobs(Path(path), size, classes, cells, seed, rows, share)
     path = Path(path)
     if path.exists():
         return path
     rng = np.random.default_rng(seed)
-    g = rng.random((size // cells + 2, size // cells + 2)).astype(np.float32)
-    edges = np.quantile(g, np.linspace(0, 1, classes + 1)[1:-1])
-    profile = dict(driver="GTiff", width=size, height=size, count=1, dtype="uint8", nodata=255,
-                   crs="EPSG:32616", transform=from_origin(700000, 3800000, 0.5, 0.5), tiled=True,
-                   blockxsize=512, blockysize=512, compress="ZSTD")
-    tmp = path.with_suffix(".partial.tif")
-    with rasterio.open(tmp, "w", **profile) as dst:
-        for r0 in range(0, size, rows):
-            h = min(rows, size - r0)
-            field = bilinear_rows(g, r0, h, size, cells)
-            dst.write(np.digitize(field, edges).astype(np.uint8)[None], window=rasterio.windows.Window(0, r0, size, h))
-    tmp.rename(path)
-    return path
+    if structure == "blobs":
+        grids = [rng.random((size // cells + 2, size // cells + 2)).astype(np.float32) for _ in range(classes - 1)]
+        cut = [np.quantile(g, 1 - share) for g in grids]
 
-
-def _write_blobs(path: Path, size: int, classes: int, cells: int, seed: int, rows: int, share: float) -> Path:
-    if path.exists():
-        return path
-    rng = np.random.default_rng(seed)
-    grids = [rng.random((size // cells + 2, size // cells + 2)).astype(np.float32) for _ in range(classes - 1)]
-    cut = [np.quantile(g, 1 - share) for g in grids]
-    profile = dict(driver="GTiff", width=size, height=size, count=1, dtype="uint8", nodata=255,
-                   crs="EPSG:32616", transform=from_origin(700000, 3800000, 0.5, 0.5), tiled=True,
-                   blockxsize=512, blockysize=512, compress="ZSTD")
-    tmp = path.with_suffix(".partial.tif")
-    with rasterio.open(tmp, "w", **profile) as dst:
-        for r0 in range(0, size, rows):
-            h = min(rows, size - r0)
+        def class_rows(r0: int, h: int) -> np.ndarray:
             out = np.zeros((h, size), dtype=np.uint8)
             for c, (g, t) in enumerate(zip(grids, cut), start=1):
                 out[bilinear_rows(g, r0, h, size, cells) > t] = c
-            dst.write(out[None], window=rasterio.windows.Window(0, r0, size, h))
+            return out
+    else:
+        g = rng.random((size // cells + 2, size // cells + 2)).astype(np.float32)
+        edges = np.quantile(g, np.linspace(0, 1, classes + 1)[1:-1])
+
+        def class_rows(r0: int, h: int) -> np.ndarray:
+            return np.digitize(bilinear_rows(g, r0, h, size, cells), edges).astype(np.uint8)
+
+    profile = dict(driver="GTiff", width=size, height=size, count=1, dtype="uint8", nodata=255,
+                   crs="EPSG:32616", transform=from_origin(700000, 3800000, 0.5, 0.5), tiled=True,
+                   blockxsize=512, blockysize=512, compress="ZSTD")
+    tmp = path.with_suffix(".partial.tif")
+    with rasterio.open(tmp, "w", **profile) as dst:
+        for r0 in range(0, size, rows):
+            h = min(rows, size - r0)
+            dst.write(class_rows(r0, h)[None], window=rasterio.windows.Window(0, r0, size, h))
     tmp.rename(path)
     return path

@@ -137,8 +137,7 @@ def polygonize_chunk(job: VectorJob, chunk: Chunk) -> ChunkPieces:
         raise GeosegError(f"read failed at {win!r} ({exc})", job.path) from None
     codes, code_value = _codes(arr)
     skip = np.isin(code_value, np.asarray(job.exclude, dtype=np.int64))
-    counts = np.bincount(codes.ravel(), minlength=len(code_value)) if codes.dtype != np.int64 else \
-        np.bincount(codes.ravel())
+    counts = np.bincount(codes.ravel(), minlength=len(code_value))
     values = {int(code_value[c]): int(counts[c]) for c in np.nonzero(counts)[0]}
     lab4, code4, pixels4 = _trace.label_values(codes, skip, False)
     if job.connectivity == 8:
@@ -154,7 +153,7 @@ def polygonize_chunk(job: VectorJob, chunk: Chunk) -> ChunkPieces:
     if probs is not None:
         band = np.full(len(code_value), len(job.prob_band), dtype=np.intp)  # the extra zero plane
         for i, (c, _) in enumerate(job.prob_band):
-            band[np.nonzero(code_value == c)[0]] = i
+            band[code_value == c] = i
         planes = np.concatenate([probs, np.zeros((1,) + probs.shape[1:], probs.dtype)])
         px = np.take_along_axis(planes, band[codes][None], axis=0)[0]
         label_conf = np.bincount(labels.ravel(), weights=px.ravel() / 255.0, minlength=n_labels)
@@ -181,6 +180,13 @@ class _UnionFind:
         ra, rb = self.find(a), self.find(b)
         if ra != rb:
             self.parent[max(ra, rb)] = min(ra, rb)
+
+
+def _group(labels: np.ndarray, geoms: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The distinct labels (ascending) and, for each, its geometries."""
+    order = np.argsort(labels, kind="stable")
+    labels, first = np.unique(labels[order], return_index=True)
+    return labels, np.split(geoms[order], first[1:]) if len(labels) else []
 
 
 def _seam_pairs(a: np.ndarray, b: np.ndarray, ca: np.ndarray, cb: np.ndarray, diagonal: bool):
@@ -234,18 +240,17 @@ class _Collector:
             if self.hold_all:
                 on_seam[:] = True
             held = on_seam[res.piece_label]
-            for label in np.unique(res.piece_label[held]).tolist():
-                key = (chunk.i, chunk.j, label)
-                self.held[key] = list(res.piece_geom[res.piece_label == label])
+            for label, geoms in zip(*_group(res.piece_label[held], res.piece_geom[held])):
+                key = (chunk.i, chunk.j, int(label))
+                self.held[key] = list(geoms)
                 self.held_info[key] = (int(res.label_class[label]), int(res.label_pixels[label]),
                                        float(res.label_conf[label]))
             labels, geoms = res.piece_label[~held], res.piece_geom[~held]
             if len(np.unique(labels)) < len(labels):
                 # 4-connected pieces of one 8-connected label (they touch only at corners)
-                order = np.argsort(labels, kind="stable")
-                labels, first = np.unique(labels[order], return_index=True)
-                geoms = np.asarray([g[0] if len(g) == 1 else shapely.MultiPolygon(list(g))
-                                    for g in np.split(geoms[order], first[1:])] or [], dtype=object)
+                labels, groups = _group(labels, geoms)
+                geoms = np.asarray([g[0] if len(g) == 1 else shapely.MultiPolygon(list(g)) for g in groups] or [],
+                                   dtype=object)
             self.writer.add(Features(res.label_class[labels], geoms, res.label_pixels[labels], res.label_conf[labels]))
 
     def finish(self) -> None:
