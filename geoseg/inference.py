@@ -36,7 +36,7 @@ def resolve_device(device: str) -> torch.device:
 
 
 class Predictor:
-    """A bundle's model on a device, turning normalised tiles into blend votes."""
+    """A bundle's model on a device, turning normalised tiles into class logits."""
 
     def __init__(self, bundle_path: str | os.PathLike, device: str = "auto", amp: bool | None = None) -> None:
         bundle = load_bundle(bundle_path)
@@ -48,46 +48,20 @@ class Predictor:
         self._lock = threading.Lock()
 
     @torch.inference_mode()
-    def logits(self, tiles: np.ndarray) -> torch.Tensor:
-        """Float32 logits ``(N, K, T, T)`` for normalised tiles ``(N, C, T, T)``."""
-        x = torch.from_numpy(tiles).to(self.device, non_blocking=True)
+    def class_logits(self, tiles: np.ndarray) -> np.ndarray:
+        """Float32 logits ``(N, T, T, K)``, classes last and C-contiguous on the host, for
+        normalised tiles ``(N, T, T, C)``.
+
+        Both sides are channels-last (NHWC memory), the layout the model runs in, so on
+        the CPU neither the input nor the output is copied.
+        """
+        x = torch.from_numpy(tiles).permute(0, 3, 1, 2).to(self.device, non_blocking=True)
         x = x.contiguous(memory_format=torch.channels_last)
         # One forward at a time on a GPU (one stream); on the CPU, workers run their own.
         with self._lock if self.device.type == "cuda" else contextlib.nullcontext():
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-                return self.model(x).float()
-
-    @torch.inference_mode()
-    def votes(self, tiles: np.ndarray, weights: np.ndarray, ring: int | None = None
-              ) -> tuple[np.ndarray, np.ndarray]:
-        """Fixed-point blend votes and classes for a batch of tiles.
-
-        ``weights`` ``(N, T, T)`` carries the fixed-point scale. Returns ``votes =
-        rint(softmax * w)`` as int32 ``(N, T, T, K)`` and, as uint8 ``(N, T, T)``,
-        each pixel's class from this tile alone (the argmax of its logits, first
-        index on ties). With ``ring``, votes are computed only within ``ring``
-        pixels of the tile's edges (the rest is zero): elsewhere no other tile
-        overlaps, and the class alone is needed; votes there are unspecified.
-        """
-        logits = self.logits(tiles)
-        # Class reductions are fast with classes innermost (the channels-last layout).
-        cls = logits.permute(0, 2, 3, 1).argmax(-1).to(torch.uint8)
-        w = torch.from_numpy(weights).to(self.device, non_blocking=True)
-        n, k, t, _ = logits.shape
-        if ring is None or 2 * ring >= t:
-            q = _quantize(logits, w)
-        else:
-            q = torch.empty((n, t, t, k), dtype=torch.int32, device=logits.device)  # only the ring is read
-            for rows, cols in ((np.s_[:ring], np.s_[:]), (np.s_[t - ring :], np.s_[:]),
-                               (np.s_[ring : t - ring], np.s_[:ring]), (np.s_[ring : t - ring], np.s_[t - ring :])):
-                q[:, rows, cols] = _quantize(logits[:, :, rows, cols], w[:, rows, cols])
-        return q.cpu().numpy(), cls.cpu().numpy()
-
-
-def _quantize(logits: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """``rint(softmax(logits) * w)`` as int32 with classes last; elementwise work in NCHW."""
-    p = torch.softmax(logits, dim=1)
-    return p.mul_(w[:, None]).round_().to(torch.int32).permute(0, 2, 3, 1).contiguous()
+                logits = self.model(x).float()
+        return logits.permute(0, 2, 3, 1).contiguous().cpu().numpy()
 
 
 def get_predictor(bundle_path: str | os.PathLike, device: str = "auto") -> Predictor:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from geoseg._blend_ext import argmax_votes, fold_tile, normalize
 from geoseg.blending import check_blend, scaled_tile_weights
 from geoseg.bundle import check_tiling, load_bundle, read_meta
 from geoseg.classes import NODATA, ClassList
@@ -34,6 +35,8 @@ from geoseg.scheduler import Runner, open_runner, progress_bar, run_graph
 from geoseg.tiling import Block, TileGrid, pad_tile
 
 log = logging.getLogger("geoseg")
+# pixel types the compiled tile normaliser reads directly (others go through float64)
+_PIXEL_TYPES = tuple(np.dtype(t) for t in ("u1", "i1", "u2", "i2", "u4", "i4", "u8", "i8", "f4", "f8"))
 
 
 @dataclass(frozen=True)
@@ -117,31 +120,67 @@ def _overlap_bands(job: SceneJob, span, limit: int) -> list[tuple[int, int]]:
 
 @dataclass
 class BlockVotes:
-    """A block's own tiles, run: classes where one tile decides, votes in the overlap bands."""
+    """A block's own tiles, run: classes where one tile decides, votes in the overlap bands.
 
-    acc: np.ndarray = field(repr=False)  # (K[+1], bh, bw) int32 fixed-point votes (and weights)
+    Votes are int32 fixed-point sums (plus, for probabilities, a plane of weight
+    totals) kept only where tiles overlap: ``rows`` is block-sized but only its
+    horizontal overlap bands are ever touched (the rest is never paged in),
+    ``cols`` holds the vertical bands' columns side by side (``slot[x]`` is
+    column ``x``'s place there) for the rows outside the horizontal bands.
+    """
+
+    rows: np.ndarray = field(repr=False)  # (K[+1], bh, bw)
+    cols: np.ndarray = field(repr=False)  # (K[+1], bh, total width of the vertical bands)
+    slot: np.ndarray = field(repr=False)  # (bw,) intp, -1 outside the vertical bands
     classes: np.ndarray = field(repr=False)
     probabilities: np.ndarray | None = field(repr=False)
     valid: np.ndarray = field(repr=False)
     n_tiles: int = 0
 
 
+def _vote_bands(job: SceneJob, span) -> list[tuple[int, int]]:
+    """The overlap bands inside a block along one axis, and its margin into the next block."""
+    bands = _overlap_bands(job, span, span.final_size)
+    return bands + [(span.final_size, span.size)] if span.final_size < span.size else bands
+
+
+def _row_band_mask(job: SceneJob, block: Block) -> np.ndarray:
+    inband = np.zeros(block.rows.size, dtype=bool)
+    for a, b in _vote_bands(job, block.rows):
+        inband[a:b] = True
+    return inband
+
+
+def _runs(mask: np.ndarray, limit: int) -> list[tuple[int, int]]:
+    """``[a, b)`` runs of True in ``mask[:limit]``."""
+    m = np.concatenate([[False], mask[:limit], [False]])
+    edges = np.flatnonzero(m[1:] != m[:-1])
+    return list(zip(edges[::2].tolist(), edges[1::2].tolist()))
+
+
 def infer_block(job: SceneJob, block: Block) -> BlockVotes:
     """Read one block and run its tiles through the model (a Dask task with no dependencies).
 
     Where a pixel is covered by one tile only, its blended votes are that tile's
-    votes, so its class is taken from the tile's argmax (done on the device).
-    Votes are kept, and argmaxed by :func:`finish_block`, only in the overlap
-    bands between tiles. Both give exactly what summing every vote would.
+    votes, so its class is taken from the tile's argmax. Votes are kept, and
+    argmaxed by :func:`finish_block`, only in the overlap bands between tiles.
+    Both give exactly what summing every vote would. The per-pixel work around
+    the forward pass (normalising, argmax, votes) is compiled
+    (``geoseg/_blend_ext.pyx``) and runs without the GIL.
     """
     g, k, ov, size = job.grid, job.num_classes, job.grid.overlap, job.grid.tile_size
     data, valid = read_window(job.scene, block.read_window, job.bands)  # native dtype
-    mean = np.asarray(job.mean, dtype=np.float32)[:, None, None]
-    scale = (1.0 / np.asarray(job.std, dtype=np.float32))[:, None, None]
+    mean = np.asarray(job.mean, dtype=np.float32)
+    scale = 1.0 / np.asarray(job.std, dtype=np.float32)
 
     bh, bw = block.rows.size, block.cols.size
     nacc = k + 1 if job.probabilities else k  # the weight total is needed for probabilities only
-    acc = np.zeros((nacc, bh, bw), dtype=np.int32)  # calloc: only the touched bands take memory
+    slot = np.full(bw, -1, dtype=np.intp)
+    col_bands = _vote_bands(job, block.cols)
+    for a, b in col_bands:
+        slot[a:b] = np.arange(a, b) - a + (slot.max() + 1)
+    acc_rows = np.zeros((nacc, bh, bw), dtype=np.int32)  # calloc: only the touched bands take memory
+    acc_cols = np.zeros((nacc, bh, sum(b - a for a, b in col_bands)), dtype=np.int32)
     classes = np.full((bh, bw), NODATA, dtype=np.uint8)
     probs = np.zeros((k, bh, bw), dtype=np.uint8) if job.probabilities else None
 
@@ -159,40 +198,27 @@ def infer_block(job: SceneJob, block: Block) -> BlockVotes:
 
             if torch.get_num_threads() != job.torch_threads:
                 torch.set_num_threads(job.torch_threads)
-        batch_arr = np.empty((min(job.batch_size, len(todo)), len(job.bands), size, size), dtype=np.float32)
+        # tiles are normalised straight into channels-last (NHWC) memory, the model's layout
+        batch_arr = np.empty((min(job.batch_size, len(todo)), size, size, len(job.bands)), dtype=np.float32)
+        valid8 = np.ascontiguousarray(valid).view(np.uint8)
+        data = np.ascontiguousarray(data if data.dtype in _PIXEL_TYPES else data.astype(np.float64))
         for b0 in range(0, len(todo), job.batch_size):
             batch = todo[b0 : b0 + job.batch_size]
             for n, (_, y, x, h, w) in enumerate(batch):
-                tile = batch_arr[n, :, :h, :w]
-                np.subtract(data[:, y : y + h, x : x + w], mean, out=tile, dtype=np.float32)
-                tile *= scale
-                tile_valid = valid[y : y + h, x : x + w]
-                if not tile_valid.all():
-                    tile[:, ~tile_valid] = 0.0  # nodata pixels enter the model as the band mean
+                # nodata pixels enter the model as the band mean
+                normalize(data, valid8, mean, scale, batch_arr[n], y, x, h, w)
                 if h < size or w < size:
-                    batch_arr[n] = pad_tile(tile.copy(), size)
-            weights = np.stack([_scaled_weights(job, t.row, t.col) for t, *_ in batch])
-            votes, tile_classes = predictor.votes(batch_arr[: len(batch)], weights,
-                                                  ring=None if probs is not None else ov)
+                    batch_arr[n] = np.moveaxis(pad_tile(np.moveaxis(batch_arr[n, :h, :w], -1, 0), size), 0, -1)
+            logits = predictor.class_logits(batch_arr[: len(batch)])
             for n, (t, y, x, h, w) in enumerate(batch):
                 # the tile's exclusive part: away from the overlaps with its neighbours
                 ey0, ex0 = (ov if t.row > 0 else 0), (ov if t.col > 0 else 0)
                 ey1 = min(h, size - ov if t.row < g.rows.n - 1 else size)
                 ex1 = min(w, size - ov if t.col < g.cols.n - 1 else size)
-                classes[y + ey0 : y + ey1, x + ex0 : x + ex1] = tile_classes[n, ey0:ey1, ex0:ex1]
-                if probs is not None:
-                    wq = np.rint(weights[n, ey0:ey1, ex0:ex1])
-                    probs[:, y + ey0 : y + ey1, x + ex0 : x + ex1] = np.rint(
-                        np.moveaxis(votes[n, ey0:ey1, ex0:ex1], -1, 0) * (255.0 / wq)).astype(np.uint8)
-                # the overlap bands: top, bottom, then left and right between them
-                for r0, r1, c0, c1 in ((0, ey0, 0, w), (ey1, h, 0, w), (ey0, ey1, 0, ex0), (ey0, ey1, ex1, w)):
-                    if r0 < r1 and c0 < c1:
-                        acc[:k, y + r0 : y + r1, x + c0 : x + c1] += np.moveaxis(votes[n, r0:r1, c0:c1], -1, 0)
-                        if probs is not None:
-                            acc[k, y + r0 : y + r1, x + c0 : x + c1] += np.rint(
-                                weights[n, r0:r1, c0:c1]).astype(np.int32)
+                fold_tile(logits[n], _scaled_weights(job, t.row, t.col), y, x, h, w, ey0, ey1, ex0, ex1,
+                          classes, acc_rows, acc_cols, slot, probs)
 
-    return BlockVotes(acc, classes, probs, valid, block.n_tiles)
+    return BlockVotes(acc_rows, acc_cols, slot, classes, probs, valid, block.n_tiles)
 
 
 def finish_block(job: SceneJob, block: Block, votes: BlockVotes, top: np.ndarray | None,
@@ -202,28 +228,46 @@ def finish_block(job: SceneJob, block: Block, votes: BlockVotes, top: np.ndarray
     Votes are fixed-point integers, so the order of these sums does not matter:
     the result is bit-identical however the tasks were scheduled.
     """
-    k, acc, classes, probs, valid = job.num_classes, votes.acc, votes.classes, votes.probabilities, votes.valid
+    k, classes, probs, valid = job.num_classes, votes.classes, votes.probabilities, votes.valid
+    acc_rows, acc_cols, slot = votes.rows, votes.cols, votes.slot
     bh, bw = block.rows.size, block.cols.size
-    if top is not None:
-        acc[:, : top.shape[1], : top.shape[2]] += top
-    if left is not None:
-        acc[:, :, : left.shape[2]] += left
     fh, fw = block.rows.final_size, block.cols.final_size
-    bands = [(np.s_[a:b], np.s_[:fw]) for a, b in _overlap_bands(job, block.rows, fh)]
-    bands += [(np.s_[:fh], np.s_[a:b]) for a, b in _overlap_bands(job, block.cols, fw)]
-    for rows, cols in bands:
-        part = acc[:, rows, cols]
-        classes[rows, cols] = np.argmax(part[:k], axis=0)
+    inband = _row_band_mask(job, block)
+    row_bands, gaps = _runs(inband, bh), _runs(~inband, bh)
+    if top is not None:  # the upper block's bottom margin: this block's first horizontal band
+        acc_rows[:, : top.shape[1], : top.shape[2]] += top
+    if left is not None:  # the left block's right margin: this block's first vertical band
+        lw = left.shape[2]
+        for r0, r1 in row_bands:
+            acc_rows[:, r0:r1, :lw] += left[:, r0:r1]
+        for r0, r1 in gaps:
+            acc_cols[:, r0:r1, :lw] += left[:, r0:r1]
+
+    # (votes, their rows and columns there, the offset of their columns in the block)
+    parts = [(acc_rows, r0, min(r1, fh), 0, fw, 0) for r0, r1 in row_bands]
+    for a, b in _overlap_bands(job, block.cols, fw):
+        parts += [(acc_cols, r0, min(r1, fh), slot[a], slot[a] + b - a, a - slot[a]) for r0, r1 in gaps]
+    for acc, r0, r1, c0, c1, dc in parts:
+        if r0 >= r1 or c0 >= c1:
+            continue
+        argmax_votes(acc, k, r0, r1, c0, c1, classes, dc)
         if probs is not None:
-            probs[:, rows, cols] = np.rint(part[:k] * (255.0 / np.maximum(part[k], 1))).astype(np.uint8)
+            part = acc[:, r0:r1, c0:c1]
+            probs[:, r0:r1, c0 + dc : c1 + dc] = np.rint(part[:k] * (255.0 / np.maximum(part[k], 1))).astype(np.uint8)
     nodata = ~valid[:fh, :fw]
     classes = classes[:fh, :fw]
     classes[nodata] = NODATA
     if probs is not None:
         probs = probs[:, :fh, :fw]
         probs[:, nodata] = 0
-    bottom = acc[:, fh:, :fw].copy() if fh < bh else None
-    right = acc[:, :, fw:].copy() if fw < bw else None
+    bottom = acc_rows[:, fh:, :fw].copy() if fh < bh else None
+    right = None
+    if fw < bw:  # the right margin, dense: horizontal bands from one store, the rest from the other
+        right = np.empty((acc_rows.shape[0], bh, bw - fw), dtype=np.int32)
+        for r0, r1 in row_bands:
+            right[:, r0:r1] = acc_rows[:, r0:r1, fw:]
+        for r0, r1 in gaps:
+            right[:, r0:r1] = acc_cols[:, r0:r1, slot[fw] : slot[fw] + bw - fw]
     return BlockResult(classes, probs, bottom, right, votes.n_tiles)
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -87,7 +89,8 @@ def read_window(
     A pixel is valid when at least one of the bands is not nodata.
     """
     try:
-        with rasterio.Env(GDAL_NUM_THREADS="ALL_CPUS"), rasterio.open(info.path) as src:
+        with rasterio.Env(GDAL_NUM_THREADS="ALL_CPUS"):
+            src = _thread_dataset(info.path)
             data = src.read(indexes=list(bands), window=window)
             if info.dataset_mask:
                 valid = src.read_masks(bands[0], window=window) > 0
@@ -96,6 +99,35 @@ def read_window(
     except RasterioError as exc:
         raise GeosegError(f"read failed at {window!r} ({_gdal_reason(exc)})", info.path) from None
     return data, valid
+
+
+_LOCAL = threading.local()
+_HANDLES_PER_THREAD = 4
+
+
+def _thread_dataset(path: str) -> rasterio.io.DatasetReader:
+    """This thread's open handle of ``path``, kept between reads (a few per thread, least recently used out).
+
+    Closing a dataset drops its decoded blocks from GDAL's cache, and the
+    blocks at a chunk's edges are also read by its neighbours; a kept handle
+    decodes them once. rasterio datasets must not be shared between threads,
+    so each thread has its own. A file that changed since it was opened
+    (modification time, size or inode) is opened again.
+    """
+    st = os.stat(path)
+    key = (os.path.abspath(path), st.st_mtime_ns, st.st_size, st.st_ino)
+    handles = getattr(_LOCAL, "handles", None)
+    if handles is None:
+        handles = _LOCAL.handles = OrderedDict()
+    src = handles.get(key)
+    if src is None or src.closed:
+        for old in [k for k in handles if k[0] == key[0]]:
+            handles.pop(old).close()
+        src = handles[key] = rasterio.open(path)
+        while len(handles) > _HANDLES_PER_THREAD:
+            handles.popitem(last=False)[1].close()
+    handles.move_to_end(key)
+    return src
 
 
 def _valid_from_nodata(data: np.ndarray, nodata: list[float | None]) -> np.ndarray:

@@ -111,3 +111,22 @@ def test_overviews_pick_classes_never_blend(linear_bundle, tmp_path, overviews):
         assert any(np.array_equal(ov, full[a::2, b::2]) for a in (0, 1) for b in (0, 1))
         assert sorted(int(ov[q].max()) for q in (np.s_[:256, :256], np.s_[:256, 256:], np.s_[256:, :256],
                                                  np.s_[256:, 256:])) == [0, 0, 0, 1]
+
+
+def test_a_rewritten_scene_is_read_anew(tmp_path, linear_bundle):
+    """Read handles are kept per thread between chunks; a scene rewritten in place is not read stale."""
+    from rasterio.windows import Window
+
+    from geoseg.raster import inspect_scene, read_window
+
+    path = tmp_path / "s.tif"
+    first, second = structured_scene(300, 300, seed=1), structured_scene(300, 300, seed=2)
+    for data in (first, second, first):
+        write_scene(path, data)
+        got, valid = read_window(inspect_scene(path), Window(10, 20, 200, 100), (1, 2, 3))
+        np.testing.assert_array_equal(got, data[:, 20:120, 10:210])
+    # and a prediction after a rewrite follows the new pixels
+    write_scene(path, second)
+    (out,) = predict(linear_bundle, [str(path)], tmp_path / "o", PredictOptions(progress=False))
+    with rasterio.open(out.classes) as src:
+        np.testing.assert_array_equal(src.read(1), known_class(second))
