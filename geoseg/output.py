@@ -5,13 +5,20 @@ codec measured here for uint8 labels) beside the final file. When every chunk
 is in, it is copied into a Cloud-Optimized GeoTIFF (class overviews by NEAREST
 or MODE, never averaged) under another temporary name, which is then renamed
 into place. A failure leaves no partial output.
+
+NEAREST overviews are cut from each chunk as it is written (every overview
+pixel takes one source pixel, which lies in exactly one chunk), into one
+temporary GeoTIFF per level; the COG is then copied from a VRT that lists
+them as its overviews, so the final copy does not resample the whole raster.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import threading
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import numpy as np
@@ -34,10 +41,12 @@ class ChunkWriter:
     """A temporary tiled GeoTIFF written chunk by chunk (thread-safe)."""
 
     def __init__(self, final: Path, info: SceneInfo, count: int, nodata: int | None,
-                 colormap: dict | None = None) -> None:
+                 colormap: dict | None = None, nearest_overviews: bool = False) -> None:
         self.final = final
         self.tmp = _tmp_name(final, "chunks.tif")
+        self.height, self.width = info.height, info.width
         self._lock = threading.Lock()
+        self._levels: list[tuple[int, Path, rasterio.io.DatasetWriter]] = []
         profile = dict(
             driver="GTiff", width=info.width, height=info.height, count=count, dtype="uint8",
             nodata=nodata, crs=info.crs, transform=info.transform, tiled=True,
@@ -48,22 +57,52 @@ class ChunkWriter:
             self._ds = rasterio.open(self.tmp, "w", **profile)
             if colormap is not None:  # must precede pixel writes: it sets the TIFF photometric tag
                 self._ds.write_colormap(1, colormap)
+            for f in overview_factors(info.height, info.width) if nearest_overviews else ():
+                path = _tmp_name(final, f"ovr{f}.tif")
+                h, w = math.ceil(info.height / f), math.ceil(info.width / f)
+                self._levels.append((f, path, rasterio.open(path, "w", **dict(profile, width=w, height=h))))
         except (rasterio.errors.RasterioError, OSError) as exc:
+            self.discard()
             raise GeosegError(f"cannot write output ({exc})", final.parent) from None
 
     def write(self, arr: np.ndarray, window: Window) -> None:
+        arr = arr if arr.ndim == 3 else arr[None]
+        levels = [(ds, *_nearest_part(arr, window, f, self.height, self.width)) for f, _, ds in self._levels]
         with self._lock:
-            self._ds.write(arr if arr.ndim == 3 else arr[None], window=window)
+            self._ds.write(arr, window=window)
+            for ds, part, win in levels:
+                if part.size:
+                    ds.write(part, window=win)
 
     def close(self) -> rasterio.io.DatasetWriter:
+        for _, _, level in self._levels:
+            if not level.closed:
+                level.close()
         ds = self._ds
         if not ds.closed:
             ds.close()
         return ds
 
     def discard(self) -> None:
-        self.close()
+        if hasattr(self, "_ds"):
+            self.close()
         self.tmp.unlink(missing_ok=True)
+        for _, path, _ in self._levels:
+            path.unlink(missing_ok=True)
+        _tmp_name(self.final, "vrt").unlink(missing_ok=True)
+
+    def _source_with_overviews(self) -> Path:
+        """A VRT of the temporary raster that lists the per-level temporary rasters as its overviews."""
+        vrt = _tmp_name(self.final, "vrt")
+        rasterio.shutil.copy(self.tmp, vrt, driver="VRT")
+        tree = ET.parse(vrt)
+        for band in tree.getroot().iter("VRTRasterBand"):
+            for _, path, _ in self._levels:
+                ov = ET.SubElement(band, "Overview")
+                ET.SubElement(ov, "SourceFilename", relativeToVRT="0").text = str(path.resolve())
+                ET.SubElement(ov, "SourceBand").text = band.get("band")
+        tree.write(vrt)
+        return vrt
 
     def finish_cog(self, decorate, resampling: str) -> Path:
         """Decorate the temporary file, copy it to a COG and rename it into place."""
@@ -72,11 +111,14 @@ class ChunkWriter:
                 decorate(self._ds)
                 self.close()
             partial = _tmp_name(self.final, "cog.tif")
+            source, options = self.tmp, dict(OVERVIEW_RESAMPLING=resampling)
+            if self._levels and resampling == "NEAREST":
+                source, options = self._source_with_overviews(), dict(OVERVIEWS="FORCE_USE_EXISTING")
             try:
                 with rasterio.Env(GDAL_NUM_THREADS="ALL_CPUS"):
                     rasterio.shutil.copy(
-                        self.tmp, partial, driver="COG", COMPRESS="DEFLATE", BLOCKSIZE=BLOCK,
-                        OVERVIEW_RESAMPLING=resampling, NUM_THREADS="ALL_CPUS", BIGTIFF="IF_SAFER",
+                        source, partial, driver="COG", COMPRESS="DEFLATE", BLOCKSIZE=BLOCK,
+                        NUM_THREADS="ALL_CPUS", BIGTIFF="IF_SAFER", **options,
                     )
                 os.replace(partial, self.final)
             finally:
@@ -84,6 +126,33 @@ class ChunkWriter:
         finally:
             self.discard()
         return self.final
+
+
+def overview_factors(height: int, width: int) -> list[int]:
+    """The COG driver's overview levels: halving until the level fits in one block."""
+    factors, f, size = [], 1, max(height, width)
+    while size > BLOCK:
+        f *= 2
+        size = math.ceil(max(height, width) / f)
+        factors.append(f)
+    return factors
+
+
+def _nearest_part(arr: np.ndarray, window: Window, f: int, height: int, width: int) -> tuple[np.ndarray, Window]:
+    """The pixels of overview level ``f`` whose source lies in ``window``, and where they go.
+
+    Overview pixel ``i`` takes source pixel ``min(i * f + f // 2, size - 1)``
+    along each axis: the centre of its footprint, clamped at the scene's edge.
+    """
+    def axis(start: int, n: int, size: int) -> tuple[int, np.ndarray]:
+        lo = max(0, -(-(start - f // 2) // f))
+        hi = math.ceil(size / f) if start + n == size else max(lo, -(-(start + n - f // 2) // f))
+        return lo, np.minimum(np.arange(lo, hi) * f + f // 2, size - 1) - start
+
+    r0, c0 = int(window.row_off), int(window.col_off)
+    lo_r, rows = axis(r0, arr.shape[1], height)
+    lo_c, cols = axis(c0, arr.shape[2], width)
+    return arr[:, rows[:, None], cols[None, :]], Window(lo_c, lo_r, len(cols), len(rows))
 
 
 def decorate_classes(classes: ClassList):

@@ -332,7 +332,8 @@ def predict_scene(info: SceneInfo, bundle: str | os.PathLike, classes: ClassList
         torch_threads=runner.torch_threads,
     )
     graph = block_graph(job, grid.blocks(options.chunk_size))
-    writers = [ChunkWriter(out.classes, info, 1, NODATA, colormap=classes.colormap())]
+    writers = [ChunkWriter(out.classes, info, 1, NODATA, colormap=classes.colormap(),
+                           nearest_overviews=options.overviews == "nearest")]
     if out.probabilities:
         writers.append(ChunkWriter(out.probabilities, info, len(classes), None))
     bar = progress_bar(grid.n_tiles, Path(info.path).name, options.progress, unit="tile")

@@ -113,6 +113,28 @@ def test_overviews_pick_classes_never_blend(linear_bundle, tmp_path, overviews):
                                                  np.s_[256:, 256:])) == [0, 0, 0, 1]
 
 
+def test_nearest_overviews_cut_from_chunks_take_each_footprints_centre(linear_bundle, tmp_path):
+    """Every level's pixel i is source pixel min(i*f + f/2, size-1), whatever the chunking; no temporaries left."""
+    data = structured_scene(1100, 1750, seed=4)  # odd-sized levels, clamped at the far edges
+    write_scene(tmp_path / "s.tif", data)
+    outs = []
+    for chunk in (200, 2048):
+        (res,) = predict(linear_bundle, [str(tmp_path / "s.tif")], tmp_path / f"o{chunk}",
+                         PredictOptions(progress=False, chunk_size=chunk))
+        assert sorted(p.name for p in (tmp_path / f"o{chunk}").iterdir()) == ["s.classes.tif"]
+        with rasterio.open(res.classes) as out:
+            full = out.read(1)
+            assert out.overviews(1) == [2, 4]  # 1750 -> 875 -> 438
+            levels = [out.read(1, out_shape=(-(-1100 // f), -(-1750 // f))) for f in (2, 4)]
+        np.testing.assert_array_equal(full, known_class(data))
+        for f, ov in zip((2, 4), levels):
+            rows = np.minimum(np.arange(ov.shape[0]) * f + f // 2, 1099)
+            cols = np.minimum(np.arange(ov.shape[1]) * f + f // 2, 1749)
+            np.testing.assert_array_equal(ov, full[np.ix_(rows, cols)], err_msg=f"level {f}, chunk {chunk}")
+        outs.append(res.classes.read_bytes())
+    assert outs[0] == outs[1]  # the same file, byte for byte
+
+
 def test_a_rewritten_scene_is_read_anew(tmp_path, linear_bundle):
     """Read handles are kept per thread between chunks; a scene rewritten in place is not read stale."""
     from rasterio.windows import Window
