@@ -24,13 +24,7 @@ def smooth_field(h: int, w: int, rng: np.random.Generator, cells: int = 64) -> n
     """Bilinearly upsampled noise: land-cover-like blobs."""
     gh, gw = h // cells + 2, w // cells + 2
     g = rng.random((gh, gw)).astype(np.float32)
-    yy = np.arange(h, dtype=np.float32) / cells
-    xx = np.arange(w, dtype=np.float32) / cells
-    y0, x0 = yy.astype(int), xx.astype(int)
-    fy, fx = (yy - y0)[:, None], (xx - x0)[None, :]
-    a = g[y0][:, x0] * (1 - fx) + g[y0][:, x0 + 1] * fx
-    b = g[y0 + 1][:, x0] * (1 - fx) + g[y0 + 1][:, x0 + 1] * fx
-    return a * (1 - fy) + b * fy
+    return bilinear_rows(g, 0, h, w, cells)
 
 
 def write_scene(path: Path, size: int, bands: int = 3, seed: int = 0, rows: int = 1024) -> Path:

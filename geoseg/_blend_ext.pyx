@@ -7,12 +7,12 @@ softmax, fixed-point votes rounded half to even), so every tile's votes are
 the same whichever block, batch or worker runs it.
 """
 
-from libc.math cimport lrintf, rint
-from libc.stdlib cimport free, malloc
+from libc.math cimport rint
+from libc.stdlib cimport calloc, free, malloc
+from libc.string cimport memset
 from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 
 cdef extern from "_blend_votes.h" nogil:
-    float geoseg_exp(float x)
     void geoseg_ring_votes(const float* v, const float* w, Py_ssize_t n, int k, int32_t* acc, Py_ssize_t plane,
                            int with_weight, float* scratch)
 
@@ -68,21 +68,6 @@ cdef inline int _argmax(const float* v, int k) noexcept nogil:
     return best
 
 
-cdef inline void _votes(const float* v, int k, float wt, int32_t* q) noexcept nogil:
-    """``rint(softmax(v) * wt)`` in float32, as int32."""
-    cdef float e[256]
-    cdef float mx = v[0], total = 0.0, f
-    cdef int c
-    for c in range(1, k):
-        mx = v[c] if v[c] > mx else mx
-    for c in range(k):
-        e[c] = geoseg_exp(v[c] - mx)
-        total += e[c]
-    f = wt / total
-    for c in range(k):
-        q[c] = <int32_t>lrintf(e[c] * f)
-
-
 cdef inline void _ring_run(const float* row, const float* wrow, Py_ssize_t j0, Py_ssize_t j1, int k,
                            int32_t* acc0, Py_ssize_t plane, bint with_weight, float* scratch) noexcept nogil:
     """Add the votes of pixels ``[j0, j1)`` of one tile row to the accumulator row at ``acc0``."""
@@ -107,12 +92,12 @@ def fold_tile(const float[:, :, ::1] logits, const float[:, ::1] weights, Py_ssi
     ``acc`` at their block position, the left and right parts of the other
     rows (vertical bands) to ``acc_cols`` at columns ``slot[x + j]``.
     """
-    cdef Py_ssize_t i, j, c, a, b
+    cdef Py_ssize_t i, j, jj, c, n
     cdef int k = logits.shape[2]
     cdef bint with_weight = acc.shape[0] > k, with_probs = probs is not None
     cdef Py_ssize_t plane = acc.shape[1] * acc.shape[2], pplane = 0, cplane = acc_cols.shape[1] * acc_cols.shape[2]
     cdef Py_ssize_t sl = 0, sr = 0
-    cdef int32_t q[256]
+    cdef int32_t* q = NULL
     cdef double f
     cdef const float* row
     cdef const float* wrow
@@ -141,7 +126,11 @@ def fold_tile(const float[:, :, ::1] logits, const float[:, ::1] weights, Py_ssi
     if with_probs:
         pplane = probs.shape[1] * probs.shape[2]
     cdef float* scratch = <float*>malloc((k + 2) * RUN * sizeof(float))
-    if scratch == NULL:
+    if with_probs:
+        q = <int32_t*>calloc(k * RUN, sizeof(int32_t))  # the exclusive part's votes, a run at a time
+    if scratch == NULL or (with_probs and q == NULL):
+        free(scratch)
+        free(q)
         raise MemoryError()
     with nogil:
         for i in range(h):
@@ -161,12 +150,16 @@ def fold_tile(const float[:, :, ::1] logits, const float[:, ::1] weights, Py_ssi
                 crow[j] = <uint8_t>_argmax(row + j * k, k)
             if with_probs:
                 prow = &probs[0, y + i, x]
-                for j in range(ex0, ex1):
-                    _votes(row + j * k, k, wrow[j], q)
-                    f = 255.0 / rint(wrow[j])
-                    for c in range(k):
-                        prow[c * pplane + j] = <uint8_t>rint(q[c] * f)
+                for j in range(ex0, ex1, RUN):
+                    n = min(RUN, ex1 - j)
+                    memset(q, 0, k * RUN * sizeof(int32_t))
+                    geoseg_ring_votes(row + j * k, wrow + j, n, k, q, RUN, 0, scratch)
+                    for jj in range(n):
+                        f = 255.0 / rint(wrow[j + jj])
+                        for c in range(k):
+                            prow[c * pplane + j + jj] = <uint8_t>rint(q[c * RUN + jj] * f)
     free(scratch)
+    free(q)
 
 
 def argmax_votes(const int32_t[:, :, ::1] acc, Py_ssize_t k, Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t c0,

@@ -144,18 +144,10 @@ def _vote_bands(job: SceneJob, span) -> list[tuple[int, int]]:
     return bands + [(span.final_size, span.size)] if span.final_size < span.size else bands
 
 
-def _row_band_mask(job: SceneJob, block: Block) -> np.ndarray:
-    inband = np.zeros(block.rows.size, dtype=bool)
-    for a, b in _vote_bands(job, block.rows):
-        inband[a:b] = True
-    return inband
-
-
-def _runs(mask: np.ndarray, limit: int) -> list[tuple[int, int]]:
-    """``[a, b)`` runs of True in ``mask[:limit]``."""
-    m = np.concatenate([[False], mask[:limit], [False]])
-    edges = np.flatnonzero(m[1:] != m[:-1])
-    return list(zip(edges[::2].tolist(), edges[1::2].tolist()))
+def _gaps(bands: list[tuple[int, int]], size: int) -> list[tuple[int, int]]:
+    """The ``[a, b)`` ranges of ``[0, size)`` outside the sorted, disjoint ``bands``."""
+    edges = [0, *(e for band in bands for e in band), size]
+    return [(a, b) for a, b in zip(edges[::2], edges[1::2]) if a < b]
 
 
 def infer_block(job: SceneJob, block: Block) -> BlockVotes:
@@ -177,10 +169,12 @@ def infer_block(job: SceneJob, block: Block) -> BlockVotes:
     nacc = k + 1 if job.probabilities else k  # the weight total is needed for probabilities only
     slot = np.full(bw, -1, dtype=np.intp)
     col_bands = _vote_bands(job, block.cols)
+    n = 0
     for a, b in col_bands:
-        slot[a:b] = np.arange(a, b) - a + (slot.max() + 1)
+        slot[a:b] = np.arange(n, n + b - a)
+        n += b - a
     acc_rows = np.zeros((nacc, bh, bw), dtype=np.int32)  # calloc: only the touched bands take memory
-    acc_cols = np.zeros((nacc, bh, sum(b - a for a, b in col_bands)), dtype=np.int32)
+    acc_cols = np.zeros((nacc, bh, n), dtype=np.int32)
     classes = np.full((bh, bw), NODATA, dtype=np.uint8)
     probs = np.zeros((k, bh, bw), dtype=np.uint8) if job.probabilities else None
 
@@ -232,8 +226,8 @@ def finish_block(job: SceneJob, block: Block, votes: BlockVotes, top: np.ndarray
     acc_rows, acc_cols, slot = votes.rows, votes.cols, votes.slot
     bh, bw = block.rows.size, block.cols.size
     fh, fw = block.rows.final_size, block.cols.final_size
-    inband = _row_band_mask(job, block)
-    row_bands, gaps = _runs(inband, bh), _runs(~inband, bh)
+    row_bands = _vote_bands(job, block.rows)
+    gaps = _gaps(row_bands, bh)
     if top is not None:  # the upper block's bottom margin: this block's first horizontal band
         acc_rows[:, : top.shape[1], : top.shape[2]] += top
     if left is not None:  # the left block's right margin: this block's first vertical band
