@@ -4,6 +4,7 @@ Usage::
 
     python bench/train.py            # U-Net/ResNet-18, 256 px chips, batch 8, 3 interleaved repeats
     python bench/train.py --quick
+    python bench/train.py --zoom-turn  # chips also zoomed (+-25%) and turned (any angle)
 
 Both sides run the same model, loss and optimiser for the same number of steps
 on the CPU. geoseg's side draws chips with windowed reads from a 3-band GeoTIFF
@@ -28,7 +29,7 @@ OUT = HERE / "out"
 sys.path.insert(0, str(HERE))
 
 
-def make_data(size: int):
+def make_data(size: int, zoom_turn: bool = False):
     import geopandas as gpd
     import shapely
     import yaml
@@ -55,7 +56,8 @@ def make_data(size: int):
            "scenes": [{"image": str(scene), "labels": {"path": str(labels), "class_field": "class"}}],
            "validation": {"block_size": 512, "fraction": 0.1},
            "model": {"architecture": "unet", "encoder": "resnet18", "chip_size": 256},
-           "sampling": {"chips_per_epoch": 10_000}}
+           "sampling": {"chips_per_epoch": 10_000},
+           "augment": {"scale": 0.25, "rotate": 180} if zoom_turn else {}}
     path = OUT / "train_bench.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
@@ -85,6 +87,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--zoom-turn", action="store_true", help="augment.scale 0.25 and augment.rotate 180")
     args = ap.parse_args()
     if args.quick:
         args.size, args.steps, args.repeats = 1024, 3, 1
@@ -95,7 +98,7 @@ def main() -> None:
     from geoseg.train import load_config
     from geoseg.train.data import SceneChips, band_statistics, open_scene
 
-    cfg = load_config(make_data(args.size))
+    cfg = load_config(make_data(args.size, args.zoom_turn))
     src = open_scene(cfg.scenes[0], cfg)
     mean, std = band_statistics([src], cfg.bands)
     ds = SceneChips([src], cfg, mean, std)
@@ -114,7 +117,8 @@ def main() -> None:
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     steps(model, opt, in_memory(), 1)  # warm up
     print(f"U-Net/ResNet-18, {cfg.model.chip_size} px chips, batch {args.batch}, {args.steps} steps, "
-          f"{args.workers} loader worker(s), {torch.get_num_threads()} torch threads")
+          f"{args.workers} loader worker(s), {torch.get_num_threads()} torch threads"
+          + (", chips zoomed and turned" if args.zoom_turn else ""))
     rows = {"baseline": [], "geoseg": []}
     for r in range(args.repeats):
         t = steps(model, opt, in_memory(), args.steps)

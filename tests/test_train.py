@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import geopandas as gpd
 import numpy as np
@@ -13,13 +14,14 @@ import torch
 import yaml
 from click.testing import CliRunner
 from rasterio.features import rasterize
+from rasterio.transform import Affine
 from rasterio.windows import Window
 from safetensors.torch import load_file
 
 from geoseg.cli.main import cli
 from geoseg.errors import GeosegError
 from geoseg.train import load_config, train
-from geoseg.train.data import SceneChips, band_statistics, open_scene
+from geoseg.train.data import SceneChips, band_statistics, open_scene, read_labels, source_side, warp
 from tests.conftest import assert_one_line_error, write_scene
 
 TRANSFORM = rasterio.transform.from_origin(733600.0, 3725200.0, 0.5, 0.5)
@@ -118,21 +120,69 @@ def test_line_labels_are_buffered_in_metres_in_epsg4326(shared_data, tmp_path):
     assert 0.4 < narrow / road.sum() < 0.6
 
 
-def test_spatial_split_keeps_validation_pixels_out_of_training_chips(tmp_path):
+@pytest.mark.parametrize("augment", [{}, {"scale": 0.3, "rotate": 180}], ids=["chips", "zoomed-turned"])
+def test_spatial_split_keeps_validation_pixels_out_of_training_chips(tmp_path, augment):
     scene_with_buildings(tmp_path)
     cfg = load_config(write_config(tmp_path, validation={"block_size": 32, "holdout": [], "fraction": 0.25},
-                                   model={"chip_size": 32}))
+                                   model={"chip_size": 32}, augment=augment))
     src = open_scene(cfg.scenes[0], cfg)
     held = np.zeros((128, 128), bool)
     for w in src.validation_windows():
         held[w.row_off : w.row_off + w.height, w.col_off : w.col_off + w.width] = True
     assert held.mean() == pytest.approx(0.25)
     ds = SceneChips([src], cfg, (0.0,), (1.0,))
+    sides = set()
     for epoch in range(3):
         ds.set_epoch(epoch)
         for i in range(len(ds)):
-            _, _, win, *_ = ds.draw(i)
+            _, _, win, data, _, lab = ds.draw(i)
+            assert data.shape == (1, 32, 32) and lab.shape == (32, 32)
             assert not held[win.row_off : win.row_off + win.height, win.col_off : win.col_off + win.width].any()
+            sides.add(win.width)
+    assert (len(sides) > 1) == bool(augment)  # zoomed and turned chips read larger windows
+
+
+def test_warp_is_an_exact_crop_turn_and_zoom_on_the_pixel_lattice():
+    a = np.random.default_rng(1).integers(0, 200, (2, 40, 40)).astype(np.float32)
+    assert np.array_equal(warp(a, 1.0, 0.0, 32, order=1), a[:, 4:36, 4:36])  # centred crop
+    # +90 degrees turns the chip a quarter clockwise: np.rot90 by -1, for imagery and labels alike
+    for order in (0, 1):
+        assert np.array_equal(warp(a, 1.0, math.pi / 2, 32, order=order), np.rot90(a[:, 4:36, 4:36], -1, (1, 2)))
+    # zoomed out by 2 the chip reads every other pixel, centre on centre
+    a = a[:, :39, :39]
+    assert np.array_equal(warp(a, 2.0, 0.0, 19, order=1), a[:, 1:39:2, 1:39:2][:, :19, :19])
+    assert source_side(32, 1.0, 0.0) == 32 and source_side(32, 1.0, math.pi / 4) == math.ceil(32 * 2**0.5) + 2
+
+
+@pytest.mark.parametrize("f,degrees", [(1.0, 30.0), (1.3, -50.0), (0.8, 135.0)])
+def test_zoomed_turned_labels_equal_rasterize_on_the_turned_grid(tmp_path, f, degrees):
+    """Warped chip labels land where rasterize puts the footprints on the chip's own (turned, zoomed) grid."""
+    from geoseg.data import ATLANTA_IMAGE, ATLANTA_LABELS
+
+    cfg = load_config(write_config(tmp_path, scenes=[
+        {"image": str(ATLANTA_IMAGE), "labels": {"path": str(ATLANTA_LABELS), "class_value": "building"}}],
+        validation={"block_size": 300, "holdout": []}))
+    src = open_scene(cfg.scenes[0], cfg)
+    c, a = 256, math.radians(degrees)
+    side = source_side(c, f, a)
+    win = Window(450 - side // 2, 420 - side // 2, side, side)
+    lab = read_labels(src, win, np.ones((side, side), bool))
+    got = warp(lab[None], f, a, c, order=0, cval=255)[0]
+    # chip pixel (x, y) -> source pixel: centre on centre, then zoom and turn (x right, y down)
+    def labels_on_grid(angle):  # chip pixel (x, y) -> source: centre on centre, then zoom and turn
+        cos, sin = f * math.cos(angle), f * math.sin(angle)
+        grid = (rasterio.windows.transform(win, src.info.transform) * Affine.translation(side / 2, side / 2)
+                * Affine(cos, sin, 0, -sin, cos, 0) * Affine.translation(-c / 2, -c / 2))
+        return rasterize(gpd.read_file(ATLANTA_LABELS).geometry, out_shape=(c, c), transform=grid)
+
+    def iou(p, q):
+        return ((p == 1) & (q == 1)).sum() / ((p == 1) | (q == 1)).sum()
+
+    want = labels_on_grid(a)
+    assert want.sum() > 2000  # the chip holds buildings
+    assert (got == want).mean() > 0.995 and iou(got, want) > 0.95
+    assert abs(int(got.sum()) - int(want.sum())) < 0.03 * want.sum()
+    assert iou(got, labels_on_grid(-a)) < 0.3  # turned the other way, the footprints would not match
 
 
 def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path):
@@ -172,6 +222,7 @@ def test_bad_configs(tmp_path):
                                         "--no-progress"])
 
     assert_one_line_error(run(train={"epocs": 3}), "unknown key train.epocs")
+    assert_one_line_error(run(augment={"rotate": 200}), "augment.rotate in [0, 180], got 0.0 and 200.0")
     assert_one_line_error(run(bands=[1, 4]), "has 1 band but the model needs bands 1,4")
     assert_one_line_error(run(model={"chip_size": 160}), "chip size 160 is larger than the scene (128x128)")
     far = gpd.GeoDataFrame({"kind": ["building"]}, geometry=[shapely.box(0, 0, 10, 10)], crs="EPSG:32616")
@@ -206,3 +257,34 @@ def test_loader_workers_give_the_same_weights_as_the_main_process(tmp_path):
     wb = load_file(str(b / "checkpoint" / "model.safetensors"))
     for k in wa:
         assert torch.equal(wa[k], wb[k]), k
+
+
+def test_voc_chip_folders_train_with_zoomed_turned_chips(shared_data, tmp_path):
+    """A VOC-style image/mask folder plugs in; zoomed, turned chips keep the mask's values and its void."""
+    from PIL import Image
+
+    from geoseg.train.data import ChipFolder
+
+    voc = shared_data / "labelme" / "semantic_segmentation" / "data_dataset_voc"
+    names = (voc / "class_names.txt").read_text().splitlines()
+    classes = [{"id": i, "name": n.strip("_")} for i, n in enumerate(names)]
+    cfg_path = write_config(tmp_path, classes=classes, bands=[1, 2, 3], scenes=[],
+                            chips={"images": str(voc / "JPEGImages"), "masks": str(voc / "SegmentationClass")},
+                            validation={"fraction": 0.34}, model={"chip_size": 96},
+                            sampling={"chips_per_epoch": 8}, augment={"scale": 0.3, "rotate": 180},
+                            train={"epochs": 2})
+    cfg = load_config(cfg_path)
+    ds = ChipFolder(cfg.chips.images, cfg.chips.masks, cfg, (100.0,) * 3, (50.0,) * 3)
+    allowed = set()
+    for n in ds.names:
+        allowed |= set(np.unique(np.asarray(Image.open(ds.masks[n]))).tolist())
+    for i in range(8):
+        x, m = ds[i]
+        assert x.shape == (3, 96, 96) and m.shape == (96, 96)
+        assert set(m.unique().tolist()) <= allowed  # nearest resampling invents no class; 255 stays void
+    out = train(cfg_path, tmp_path / "voc", progress=False)
+    meta = json.loads((out / "geoseg.json").read_text())
+    assert [c["name"] for c in meta["classes"]][:2] == ["background", "aeroplane"] and len(meta["classes"]) == 21
+    assert meta["bands"] == [1, 2, 3] and meta["gsd"] is None
+    rows = list(np.genfromtxt(out / "metrics.csv", delimiter=",", names=True))
+    assert len(rows) == 2 and all(0 <= r["val_pixel_accuracy"] <= 1 for r in rows)

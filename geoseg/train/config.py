@@ -84,6 +84,8 @@ class AugmentConfig:
     rot90: bool = True
     brightness: float = 0.0  # +- share of a standard deviation
     contrast: float = 0.0  # +- relative
+    scale: float = 0.0  # zoom by a factor drawn log-uniformly in [1/(1+scale), 1+scale]
+    rotate: float = 0.0  # rotate by an angle drawn uniformly in +-rotate degrees (180: any angle)
 
 
 @dataclass(frozen=True)
@@ -220,6 +222,9 @@ def parse_config(raw: dict, path: Path) -> TrainConfig:
         raise GeosegError(f"train.loss must be ce, dice or ce+dice, got {cfg.train.loss!r}", src)
     if cfg.train.optimizer not in ("adamw", "sgd"):
         raise GeosegError(f"train.optimizer must be adamw or sgd, got {cfg.train.optimizer!r}", src)
+    if not (0 <= cfg.augment.scale < 4 and 0 <= cfg.augment.rotate <= 180):
+        raise GeosegError(f"augment.scale must be in [0, 4) and augment.rotate in [0, 180], got "
+                          f"{cfg.augment.scale} and {cfg.augment.rotate}", src)
     if cfg.model.chip_size % 32:
         raise GeosegError(f"model.chip_size must be a multiple of 32, got {cfg.model.chip_size}", src)
     return cfg

@@ -16,6 +16,7 @@ import rasterio
 import torch
 from rasterio.errors import RasterioError
 from rasterio.windows import Window
+from scipy import ndimage
 
 from geoseg.classes import NODATA
 from geoseg.errors import GeosegError
@@ -146,6 +147,49 @@ def band_statistics(sources: list[SceneSource], bands: tuple[int, ...]) -> tuple
     return tuple(float(m) for m in mean), tuple(float(max(v, 1e-6)) for v in std)
 
 
+def draw_warp(cfg: AugmentConfig, rng: np.random.Generator, chip: int) -> tuple[float, float, int]:
+    """A chip's zoom ``f`` (source pixels per chip pixel), angle (radians) and the source side it needs.
+
+    Nothing is drawn from ``rng`` when scaling and rotation are off, so their
+    absence leaves every other draw of the chip unchanged.
+    """
+    if not (cfg.scale or cfg.rotate):
+        return 1.0, 0.0, chip
+    f = float(np.exp(rng.uniform(-1, 1) * np.log1p(cfg.scale))) if cfg.scale else 1.0
+    a = float(np.deg2rad(rng.uniform(-cfg.rotate, cfg.rotate))) if cfg.rotate else 0.0
+    return f, a, source_side(chip, f, a)
+
+
+def source_side(chip: int, f: float, angle: float) -> int:
+    """Side of the square source window whose pixels a ``chip`` zoomed by ``f`` and turned by ``angle`` reads."""
+    if f == 1.0 and angle == 0.0:
+        return chip
+    return int(math.ceil(chip * f * (abs(math.cos(angle)) + abs(math.sin(angle))))) + 2
+
+
+def warp(arr: np.ndarray, f: float, angle: float, chip: int, order: int, cval=0) -> np.ndarray:
+    """Resample the centre of ``arr`` (bands, S, S) onto a ``chip`` grid zoomed by ``f`` and turned by ``angle``.
+
+    Chip pixel ``u`` (from the chip's centre) reads source point ``f R(angle) u``
+    from the source centre: ``order`` 1 is bilinear (imagery), 0 nearest (labels,
+    masks). At ``f`` 1 and a multiple of 90 degrees it is an exact crop and turn.
+    """
+    c, s = math.cos(angle), math.sin(angle)
+    if abs(c) < 1e-12:
+        c = 0.0
+    if abs(s) < 1e-12:
+        s = 0.0
+    m = f * np.array([[c, -s], [s, c]])
+    centre_out = np.full(2, (chip - 1) / 2)
+    centre_in = (np.array(arr.shape[-2:]) - 1) / 2
+    offset = centre_in - m @ centre_out
+    out = np.empty(arr.shape[:-2] + (chip, chip), dtype=arr.dtype)
+    for i in np.ndindex(arr.shape[:-2]):
+        ndimage.affine_transform(arr[i], m, offset, output_shape=(chip, chip), output=out[i], order=order,
+                                 mode="constant", cval=cval, prefilter=False)
+    return out
+
+
 def augment(x: np.ndarray, y: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator):
     if cfg.flips:
         if rng.random() < 0.5:
@@ -190,7 +234,11 @@ class SceneChips(torch.utils.data.Dataset):
         return torch.from_numpy(x), torch.from_numpy(lab.astype(np.int64))
 
     def draw(self, i: int):
-        """Chip ``i`` of the epoch: ``(rng, source, window, data, valid, labels)``."""
+        """Chip ``i`` of the epoch: ``(rng, source, window, data, valid, labels)``.
+
+        ``window`` is every source pixel the chip was made from: the chip itself,
+        or with ``augment.scale``/``rotate`` the larger window it was resampled from.
+        """
         cfg = self.cfg
         rng = np.random.default_rng([cfg.train.seed, self.epoch, i])
         want_rare = rng.random() < cfg.sampling.class_balance
@@ -204,11 +252,22 @@ class SceneChips(torch.utils.data.Dataset):
             y2, x2 = min(y + jy, src.grid.height - c), min(x + jx, src.grid.width - c)
             if src.chip_is_training(y2, x2, c):
                 y, x = y2, x2
+            f, angle, side = draw_warp(cfg.augment, rng, c)
             win = Window(x, y, c, c)
+            if side != c:  # the zoomed, turned chip reads a window around the chip's centre
+                y3 = min(max(y + c // 2 - side // 2, 0), src.grid.height - side)
+                x3 = min(max(x + c // 2 - side // 2, 0), src.grid.width - side)
+                if y3 >= 0 and x3 >= 0 and src.chip_is_training(y3, x3, side):
+                    win = Window(x3, y3, side, side)
             data, valid = read_window(src.info, win, cfg.bands)
             if valid.mean() < cfg.sampling.min_valid:
                 continue
             lab = read_labels(src, win, valid)
+            if win.width != c:
+                data = np.where(valid, data.astype(np.float32), self.mean)  # nodata normalises to 0
+                data = warp(data, f, angle, c, order=1)
+                valid = warp(valid[None].view(np.uint8), f, angle, c, order=0)[0].astype(bool)
+                lab = warp(lab[None], f, angle, c, order=0, cval=NODATA)[0]
             best = (rng, src, win, data, valid, lab)
             if not want_rare or np.isin(lab, list(self.background) + [NODATA], invert=True).any():
                 break
@@ -258,14 +317,18 @@ class ChipFolder(torch.utils.data.Dataset):
         rng = np.random.default_rng([self.cfg.train.seed, self.epoch, i])
         im, m = self.load(self.names[int(rng.integers(len(self.names)))])
         c = self.cfg.model.chip_size
-        ph, pw = max(0, c - im.shape[1]), max(0, c - im.shape[2])
+        f, angle, side = draw_warp(self.cfg.augment, rng, c)
+        ph, pw = max(0, side - im.shape[1]), max(0, side - im.shape[2])
         if ph or pw:
             im = np.pad(im, [(0, 0), (0, ph), (0, pw)])
             m = np.pad(m, [(0, ph), (0, pw)], constant_values=NODATA)
-        y = int(rng.integers(0, im.shape[1] - c + 1))
-        x = int(rng.integers(0, im.shape[2] - c + 1))
-        im, m = im[:, y : y + c, x : x + c], m[y : y + c, x : x + c]
+        y = int(rng.integers(0, im.shape[1] - side + 1))
+        x = int(rng.integers(0, im.shape[2] - side + 1))
+        im, m = im[:, y : y + side, x : x + side], m[y : y + side, x : x + side]
         im = (im - self.mean) / self.std
+        if side != c:
+            im = warp(im, f, angle, c, order=1)
+            m = warp(m[None], f, angle, c, order=0, cval=NODATA)[0]
         im, m = augment(im, m, self.cfg.augment, rng)
         return torch.from_numpy(im), torch.from_numpy(m)
 
