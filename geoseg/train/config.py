@@ -10,7 +10,7 @@ Example (``configs/train/atlanta_buildings.yaml``)::
     validation: {block_size: 300, holdout: [[0, 2], [1, 2], [2, 2]]}
     model: {architecture: unet, encoder: mobilenet_v2, chip_size: 256}
     sampling: {chips_per_epoch: 256, class_balance: 0.5, min_valid: 0.5}
-    augment: {flips: true, rot90: true, brightness: 0.1, contrast: 0.1}
+    augment: {flips: true, rot90: true, brightness: 0.1, contrast: 0.1, scale: 0.25, rotate: 180}
     train: {loss: ce+dice, optimizer: adamw, lr: 0.001, epochs: 30, batch_size: 8, seed: 0}
 
 Relative paths are relative to the config file.
