@@ -223,6 +223,9 @@ def test_bad_configs(tmp_path):
 
     assert_one_line_error(run(train={"epocs": 3}), "unknown key train.epocs")
     assert_one_line_error(run(augment={"rotate": 200}), "augment.rotate in [0, 180], got 0.0 and 200.0")
+    (tmp_path / "afile").write_text("")
+    r = CliRunner().invoke(cli, ["train", write_config(tmp_path), "-o", str(tmp_path / "afile" / "m"), "--no-progress"])
+    assert_one_line_error(r, "afile/m: output directory is not writable")
     assert_one_line_error(run(bands=[1, 4]), "has 1 band but the model needs bands 1,4")
     assert_one_line_error(run(model={"chip_size": 160}), "chip size 160 is larger than the scene (128x128)")
     far = gpd.GeoDataFrame({"kind": ["building"]}, geometry=[shapely.box(0, 0, 10, 10)], crs="EPSG:32616")

@@ -29,6 +29,7 @@ from geoseg.errors import GeosegError
 from geoseg.inference import resolve_device
 from geoseg.metrics import class_scores, confusion, overall_scores
 from geoseg.models import create_model
+from geoseg.predict import prepare_out_dir
 from geoseg.train.config import TrainConfig, load_config
 from geoseg.train.data import ChipFolder, SceneChips, band_statistics, open_scene, read_labels
 
@@ -152,7 +153,7 @@ def train(config: str | Path | TrainConfig, output: str | Path, *, resume: bool 
     _check_output(out, cfg, resume, overwrite)
     if out.exists() and overwrite and not resume:
         shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+    prepare_out_dir(out)
     tc, k = cfg.train, len(cfg.classes)
 
     if cfg.scenes:
