@@ -30,6 +30,7 @@ from geoseg.classes import NODATA, ClassList, SegClass, load_classes, slugify
 from geoseg.errors import GeosegError
 from geoseg.labels import VECTOR_SUFFIXES, Grid, RasterLabels, VectorLabels, is_vector, read_vectors
 from geoseg.metrics import Confusion, match_objects
+from geoseg.output import output_dir
 from geoseg.scheduler import open_runner, progress_bar, run_graph
 from geoseg.tiling import Chunk, chunk_grid
 
@@ -428,30 +429,27 @@ def evaluate(prediction: str | os.PathLike, reference: str | os.PathLike, output
         raise GeosegError("give two files or two folders", prediction)
     pairs = pair_scenes(prediction, reference, options.allow_missing) if os.path.isdir(prediction) \
         else [(prediction, reference)]
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise GeosegError(f"cannot create the output folder ({exc.strerror})", out) from None
-    work = Path(tempfile.mkdtemp(prefix=".geoseg-audit-", dir=out))
-    try:
-        results, classes, audits = [], None, []
-        with open_runner(options.scheduler, options.workers, client) as runner:
-            for p, r in pairs:
-                res, classes, codes = evaluate_scene(p, r, options, runner, work if options.audit else None,
-                                                     classes)
-                results.append(res)
-                audits.append((res, codes))
-        report = build_report(results, classes, options)
-        if options.audit:
-            from geoseg.audit import write_audit
+    with output_dir(out):
+        work = Path(tempfile.mkdtemp(prefix=".geoseg-audit-", dir=out))
+        try:
+            results, classes, audits = [], None, []
+            with open_runner(options.scheduler, options.workers, client) as runner:
+                for p, r in pairs:
+                    res, classes, codes = evaluate_scene(p, r, options, runner, work if options.audit else None,
+                                                         classes)
+                    results.append(res)
+                    audits.append((res, codes))
+            report = build_report(results, classes, options)
+            if options.audit:
+                from geoseg.audit import write_audit
 
-            write_audit(work / "audit.gpkg", audits, classes, options)
-        write_reports(report, results, classes, work)
-        for f in work.iterdir():
-            if not f.name.startswith("."):
-                os.replace(f, out / f.name)
-    finally:
-        import shutil
+                write_audit(work / "audit.gpkg", audits, classes, options)
+            write_reports(report, results, classes, work)
+            for f in work.iterdir():
+                if not f.name.startswith("."):
+                    os.replace(f, out / f.name)
+        finally:
+            import shutil
 
-        shutil.rmtree(work, ignore_errors=True)
+            shutil.rmtree(work, ignore_errors=True)
     return report

@@ -14,11 +14,13 @@ them as its overviews, so the final copy does not resample the whole raster.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import threading
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -173,3 +175,31 @@ def decorate_probabilities(classes: ClassList):
         ds.update_tags(GEOSEG_CLASSES=json.dumps(classes.to_dict()["classes"]), GEOSEG_PROBABILITY_SCALE="255")
 
     return apply
+
+
+@contextlib.contextmanager
+def output_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Create the output directory and check it is writable, before any work.
+
+    If the work then fails, the folders this call created are removed again
+    while they are still empty, so a refused input leaves nothing behind;
+    whatever was finished (a checkpoint, a scene's outputs) stays.
+    """
+    out = Path(path)
+    created = [d for d in (out, *out.parents) if not d.exists()]  # deepest first
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".geoseg-write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise GeosegError(f"output directory is not writable ({exc.strerror or exc})", out) from None
+    try:
+        yield out
+    except BaseException:
+        for d in created:
+            try:
+                d.rmdir()
+            except OSError:
+                break
+        raise

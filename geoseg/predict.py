@@ -29,7 +29,7 @@ from geoseg.classes import NODATA, ClassList
 from geoseg.errors import GeosegError
 from geoseg.inference import get_predictor
 from geoseg.inputs import output_stem, resolve_inputs
-from geoseg.output import ChunkWriter, decorate_classes, decorate_probabilities
+from geoseg.output import ChunkWriter, decorate_classes, decorate_probabilities, output_dir
 from geoseg.raster import SceneInfo, gdal_cache, inspect_scene, read_window
 from geoseg.scheduler import Runner, open_runner, progress_bar, run_graph
 from geoseg.tiling import Block, TileGrid, pad_tile
@@ -367,15 +367,14 @@ def predict(bundle: str | os.PathLike, inputs: list[str] | str, out_dir: str | o
     check_tiling(tile, overlap)
     scenes = resolve_inputs(inputs)
     infos = [inspect_scene(s, meta.bands, options.allow_no_crs) for s in scenes]
-    out_dir = prepare_out_dir(out_dir)
     _check_unique_stems(scenes)
 
     done = []
     import torch
 
     threads = torch.get_num_threads()  # local workers set their share; the caller's setting comes back
-    with open_runner(options.scheduler, options.workers, client) as runner, _restore_torch_threads(threads), \
-            gdal_cache():
+    with output_dir(out_dir) as out_dir, open_runner(options.scheduler, options.workers, client) as runner, \
+            _restore_torch_threads(threads), gdal_cache():
         # Load the weights here first: a broken bundle fails before any scene is touched, and
         # local schedulers then reuse this process's predictor.
         if runner.distributed:
@@ -404,19 +403,6 @@ def _restore_torch_threads(n: int):
         yield
     finally:
         torch.set_num_threads(n)
-
-
-def prepare_out_dir(out_dir: str | os.PathLike) -> Path:
-    """Create the output directory and check it is writable, before any work."""
-    out = Path(out_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".geoseg-write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise GeosegError(f"output directory is not writable ({exc.strerror or exc})", out) from None
-    return out
 
 
 def _check_unique_stems(scenes: list[str]) -> None:

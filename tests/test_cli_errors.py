@@ -10,6 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from geoseg.cli.main import cli
+from geoseg.output import output_dir
 from tests.conftest import assert_one_line_error, structured_scene, write_scene
 
 
@@ -23,7 +24,19 @@ def scene(tmp_path):
 
 
 def assert_no_output(out):
-    assert not out.exists() or not any(out.iterdir()), sorted(os.listdir(out))
+    """A refused input leaves nothing, not even the (empty) output folder it created."""
+    assert not out.exists(), sorted(os.listdir(out))
+
+
+def test_output_dir_removes_only_the_empty_folders_it_created(tmp_path):
+    (tmp_path / "kept").mkdir()
+    with pytest.raises(RuntimeError), output_dir(tmp_path / "kept" / "a" / "b"):
+        raise RuntimeError
+    assert sorted(os.listdir(tmp_path)) == ["kept"] and not any((tmp_path / "kept").iterdir())
+    with pytest.raises(RuntimeError), output_dir(tmp_path / "kept" / "a" / "b") as out:
+        (out / "done.tif").write_bytes(b"finished work stays")
+        raise RuntimeError
+    assert (tmp_path / "kept" / "a" / "b" / "done.tif").read_bytes() == b"finished work stays"
 
 
 def test_missing_path(linear_bundle, tmp_path):

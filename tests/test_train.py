@@ -218,7 +218,7 @@ def test_bad_configs(tmp_path):
     scene_with_buildings(tmp_path)
 
     def run(**over):
-        return CliRunner().invoke(cli, ["train", write_config(tmp_path, **over), "-o", str(tmp_path / "m"),
+        return CliRunner().invoke(cli, ["train", write_config(tmp_path, **over), "-o", str(tmp_path / "new" / "m"),
                                         "--no-progress"])
 
     assert_one_line_error(run(train={"epocs": 3}), "unknown key train.epocs")
@@ -237,6 +237,7 @@ def test_bad_configs(tmp_path):
     odd.to_file(tmp_path / "odd.geojson")
     assert_one_line_error(run(scenes=[{"image": "scene.tif", "labels": {"path": "odd.geojson", "class_field": "kind"}}]),
              "class values not in the class list: shed")
+    assert not (tmp_path / "new").exists()  # the folders a refused run created are gone again
 
 
 def test_output_holding_a_different_model_is_refused(tmp_path):

@@ -29,7 +29,7 @@ from geoseg.errors import GeosegError
 from geoseg.inference import resolve_device
 from geoseg.metrics import class_scores, confusion, overall_scores
 from geoseg.models import create_model
-from geoseg.predict import prepare_out_dir
+from geoseg.output import output_dir
 from geoseg.train.config import TrainConfig, load_config
 from geoseg.train.data import ChipFolder, SceneChips, band_statistics, open_scene, read_labels
 
@@ -153,7 +153,11 @@ def train(config: str | Path | TrainConfig, output: str | Path, *, resume: bool 
     _check_output(out, cfg, resume, overwrite)
     if out.exists() and overwrite and not resume:
         shutil.rmtree(out)
-    prepare_out_dir(out)
+    with output_dir(out):
+        return _train(cfg, out, resume, progress, stop_after)
+
+
+def _train(cfg: TrainConfig, out: Path, resume: bool, progress: bool, stop_after: int | None) -> Path:
     tc, k = cfg.train, len(cfg.classes)
 
     if cfg.scenes:
