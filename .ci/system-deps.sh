@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Debian packages the tests use: GDAL's command-line tools, and QGIS with PyQGIS
-# for the QGIS round-trip tests (run headless with Debian's /usr/bin/python3).
+# Debian packages the tests use: GDAL's command-line tools, QGIS with PyQGIS for the
+# QGIS round-trip tests (run headless with Debian's /usr/bin/python3), and Chromium for
+# the headless-browser check of report.html.
 set -euo pipefail
 need=()
 command -v gdalinfo >/dev/null 2>&1 || need+=(gdal-bin)
 dpkg -s python3-qgis >/dev/null 2>&1 || need+=(python3-qgis)
 dpkg -s qgis-providers >/dev/null 2>&1 || need+=(qgis-providers)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=""
   [ "$(id -u)" -ne 0 ] && SUDO="sudo"

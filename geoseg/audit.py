@@ -13,6 +13,7 @@ from geoseg.classes import ClassList, SegClass
 from geoseg.styles import fill_qml, write_layer_styles
 
 KIND_COLORS = {"tp": "#1a9641", "fp": "#d7191c", "fn": "#2c7bb6"}
+GRID_ALPHA = 128  # of 255: the IoU grid's fill lets the imagery show through
 
 
 def write_audit(path: Path, audits: list, classes: ClassList, options) -> None:
@@ -87,23 +88,32 @@ def _grid_frame(res, classes: ClassList):
 
 
 def grid_qml() -> str:
-    """A graduated red-to-green style on ``mean_iou``, so weak cells stand out."""
+    """A red-to-green style on ``mean_iou``, half transparent, so weak cells stand out over the imagery.
+
+    Rule-based rather than graduated: QGIS reads a NULL ``mean_iou`` (a cell
+    with nothing to score) as 0 in a graduated renderer and paints it as a
+    failure; these rules skip NULL, so such cells carry no fill at all.
+    """
     ranges = [(0.0, 0.25, "215,25,28"), (0.25, 0.5, "253,174,97"), (0.5, 0.75, "166,217,106"),
               (0.75, 1.0001, "26,150,65")]
-    rng = "".join(f'<range lower="{lo}" upper="{hi}" symbol="{i}" label="{lo:.2f} – {min(hi, 1):.2f}" render="true"/>'
-                  for i, (lo, hi, _) in enumerate(ranges))
+    q = "&quot;mean_iou&quot;"
+    rules = "".join(
+        f'<rule key="r{i}" symbol="{i}" label="IoU {lo:.2f} – {min(hi, 1):.2f}" '
+        f'filter="{q} IS NOT NULL AND {q} &gt;= {lo} AND {q} &lt; {hi}"/>'
+        for i, (lo, hi, _) in enumerate(ranges))
     syms = "".join(
-        f'<symbol type="fill" name="{i}" alpha="0.6" clip_to_extent="1" force_rhr="0">'
+        f'<symbol type="fill" name="{i}" alpha="1" clip_to_extent="1" force_rhr="0">'
         f'<layer class="SimpleFill" pass="0" locked="0" enabled="1"><Option type="Map">'
-        f'<Option name="color" type="QString" value="{c},255"/><Option name="style" type="QString" value="solid"/>'
+        f'<Option name="color" type="QString" value="{c},{GRID_ALPHA}"/>'
+        f'<Option name="style" type="QString" value="solid"/>'
         f'<Option name="outline_color" type="QString" value="60,60,60,255"/>'
         f'<Option name="outline_width" type="QString" value="0.1"/></Option>'
-        f'<prop k="color" v="{c},255"/><prop k="style" v="solid"/><prop k="outline_color" v="60,60,60,255"/>'
+        f'<prop k="color" v="{c},{GRID_ALPHA}"/><prop k="style" v="solid"/>'
+        f'<prop k="outline_color" v="60,60,60,255"/>'
         f'<prop k="outline_width" v="0.1"/></layer></symbol>'
         for i, (_, _, c) in enumerate(ranges))
     return ("<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>\n"
             '<qgis version="3.22.0" styleCategories="Symbology">'
-            '<renderer-v2 type="graduatedSymbol" attr="mean_iou" graduatedMethod="GraduatedColor" '
-            'symbollevels="0" enableorderby="0" forceraster="0">'
-            f"<ranges>{rng}</ranges><symbols>{syms}</symbols></renderer-v2>"
+            '<renderer-v2 type="RuleRenderer" symbollevels="0" enableorderby="0" forceraster="0">'
+            f'<rules key="root">{rules}</rules><symbols>{syms}</symbols></renderer-v2>'
             "<layerGeometryType>2</layerGeometryType></qgis>\n")

@@ -27,6 +27,7 @@ from geoseg import __version__
 from geoseg.classes import ClassList
 from geoseg.errors import GeosegError
 from geoseg.models import create_model, output_stride
+from geoseg.output import respect_umask
 
 META_NAME = "geoseg.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -136,6 +137,37 @@ class BundleMeta:
             raise GeosegError(f"malformed bundle description ({exc})", source) from None
 
 
+def summarize(meta: BundleMeta) -> list[str]:
+    """A bundle's description as a few readable lines (``geoseg model info``)."""
+    ex = meta.extra
+    classes = ", ".join(f"{c.id} {c.name}" for c in meta.classes)
+    lines = [f"architecture  {meta.architecture}, encoder {meta.encoder}"
+             + (f" ({meta.arch_params})" if meta.arch_params else ""),
+             f"input         bands {list(meta.bands)}"
+             + (f", {ex['input']['dtype']}" if ex.get("input", {}).get("dtype") else "")
+             + (f", GSD {meta.gsd:.2f} m" if meta.gsd else ", GSD unknown")
+             + f"; mean {[round(v, 2) for v in meta.mean]}, std {[round(v, 2) for v in meta.std]}",
+             f"classes       {classes}",
+             f"tiling        {meta.tile_size} px tiles, {meta.overlap} px overlap"]
+    if ex.get("encoder_weights"):
+        w = ex["encoder_weights"]
+        lines.append(f"pretrained    {w.get('source') or w.get('file')} ({w.get('mapping')} mapping)")
+    cfg = ex.get("train_config") or {}
+    if cfg.get("scenes"):
+        names = [Path(str(s.get("image", "?"))).name for s in cfg["scenes"]]
+        lines.append(f"trained on    {', '.join(names)}")
+    for key, label in (("validation", "validation"), ("test", "test (held out)")):
+        block = ex.get(key)
+        if block:
+            ious = ", ".join(f"{k} {v:.3f}" for k, v in block.get("iou", {}).items() if v is not None)
+            where = f" epoch {block['epoch']}" if "epoch" in block else ""
+            lines.append(f"{label:<13} IoU {ious}{where}")
+    for line in ex.get("scores", []):  # figures measured on held-out data after training, with their command
+        lines.append(f"scored        {line}")
+    lines.append(f"geoseg        {meta.geoseg_version}")
+    return lines
+
+
 def check_tiling(tile_size: int, overlap: int) -> None:
     """Tiles must be divisible by 32 and overlap only their direct neighbours."""
     if tile_size < 32 or tile_size % 32:
@@ -184,6 +216,7 @@ def save_bundle(model: nn.Module, meta: BundleMeta, path: str | os.PathLike, ove
             tensors[k] = v.clone().contiguous()
         save_file(tensors, str(tmp / WEIGHTS_NAME), metadata={"format": FORMAT})
         (tmp / META_NAME).write_text(json.dumps(meta.to_json(), indent=2) + "\n")
+        respect_umask(tmp)
         if path.exists():
             shutil.rmtree(path)
         os.replace(tmp, path)
@@ -193,9 +226,25 @@ def save_bundle(model: nn.Module, meta: BundleMeta, path: str | os.PathLike, ove
     return path
 
 
+def resolve_bundle(spec: str | os.PathLike) -> Path:
+    """A bundle folder from a path or a packaged model's name (``buildings-rgb``)."""
+    path = Path(spec)
+    if path.exists():
+        return path
+    from geoseg.data import packaged_models
+
+    models = packaged_models()
+    if str(spec) in models:
+        return models[str(spec)]
+    if len(path.parts) == 1 and not path.suffix:
+        raise GeosegError(f"no bundle at this path and no packaged model of this name; packaged models: "
+                          f"{', '.join(models)} (geoseg model list)", spec)
+    raise GeosegError("model bundle not found", spec)
+
+
 def read_meta(path: str | os.PathLike) -> BundleMeta:
-    """Read and validate ``geoseg.json`` of a bundle directory."""
-    path = Path(path)
+    """Read and validate ``geoseg.json`` of a bundle directory (or a packaged model's name)."""
+    path = resolve_bundle(path)
     _refuse_pickle(path)
     meta_path = path / META_NAME
     if not path.exists():
@@ -214,7 +263,7 @@ def load_bundle(path: str | os.PathLike) -> Bundle:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    path = Path(path)
+    path = resolve_bundle(path)
     meta = read_meta(path)
     weights = path / WEIGHTS_NAME
     if not weights.is_file():

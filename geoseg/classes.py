@@ -116,7 +116,10 @@ class ClassList:
         return {"classes": [asdict(c) for c in self.classes], "ignore": self.ignore}
 
     @classmethod
-    def from_dict(cls, data: dict, source: str | None = None) -> ClassList:
+    def from_dict(cls, data: dict | list, source: str | None = None) -> ClassList:
+        """A class list from its mapping; a plain list (of names or class mappings) is its ``classes``."""
+        if isinstance(data, list):
+            data = {"classes": data}
         if not isinstance(data, dict):
             raise GeosegError("a class list must be a mapping with a 'classes' list", source)
         unknown = set(data) - {"classes", "ignore"}
@@ -129,9 +132,15 @@ class ClassList:
             raise GeosegError("'classes' must be a non-empty list", source)
         out = []
         allowed = {"id", "name", "color", "vectorize"}
+        if all(isinstance(item, str) for item in items):  # plain names: ids in order, default colours
+            try:
+                return cls.from_names(items, background=False)
+            except GeosegError as exc:
+                raise GeosegError(str(exc), source) from None
         for n, item in enumerate(items):
             if not isinstance(item, dict):
-                raise GeosegError(f"classes[{n}] must be a mapping", source)
+                raise GeosegError(f"classes[{n}] must be a mapping (id, name, color) or every item a plain name",
+                                  source)
             bad = set(item) - allowed
             if bad:
                 raise GeosegError(
@@ -141,8 +150,10 @@ class ClassList:
             if "id" not in item or "name" not in item:
                 raise GeosegError(f"classes[{n}] needs 'id' and 'name'", source)
             name = str(item["name"])
-            color = str(item.get("color") or default_color(name, int(item["id"])))
-            out.append(SegClass(int(item["id"]), name, color, bool(item.get("vectorize", True))))
+            if isinstance(item["id"], bool) or not isinstance(item["id"], int):
+                raise GeosegError(f"classes[{n}] ({name}): id must be an integer, got {item['id']!r}", source)
+            color = str(item.get("color") or default_color(name, item["id"]))
+            out.append(SegClass(item["id"], name, color, bool(item.get("vectorize", True))))
         try:
             return cls(tuple(out), int(data.get("ignore", NODATA)))
         except GeosegError as exc:

@@ -26,16 +26,19 @@ from rasterio.errors import RasterioError
 from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
 
+from geoseg import _command_module
 from geoseg.classes import NODATA, ClassList, SegClass, load_classes, slugify
 from geoseg.errors import GeosegError
 from geoseg.labels import VECTOR_SUFFIXES, Grid, RasterLabels, VectorLabels, is_vector, read_vectors
 from geoseg.metrics import Confusion, match_objects
+from geoseg.options import check_options
 from geoseg.output import output_dir
 from geoseg.scheduler import open_runner, progress_bar, run_graph
 from geoseg.tiling import Chunk, chunk_grid
 
 log = logging.getLogger("geoseg")
 RASTER_SUFFIXES = (".tif", ".tiff")
+ERROR_MAP_SIDE = 400  # the report's error map: at most this many cells along the scene's longer side
 
 
 @dataclass(frozen=True)
@@ -54,9 +57,15 @@ class EvaluateOptions:
     workers: int | None = None
     scheduler: str | None = None
     allow_missing: bool = False
+    allow_no_crs: bool = False  # score rasters without georeferencing whose pixel grids match exactly
+    resolution: float | None = None  # vector against vector: rasterize both at this pixel size (CRS units)
+    grid: str | None = None  # vector against vector: or onto this template raster's grid
     audit: bool = True
     overwrite: bool = False
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        check_options(self)
 
 
 # -- per-chunk work ------------------------------------------------------------------------------------
@@ -73,6 +82,8 @@ class EvalJob:
     row_area: tuple[float, ...] | None  # m² per pixel, per row (geographic CRS)
     pixel_area: float  # m² per pixel (projected CRS)
     cell: int
+    foreground: tuple[int, ...] = ()  # class ids whose TP/FP/FN the report's error map shows
+    map_cell: int = 0  # pixels per error-map cell side (0: no map)
 
 
 @dataclass
@@ -80,6 +91,7 @@ class ChunkEval:
     conf: Confusion
     cells: dict[tuple[int, int], np.ndarray]  # (cell row, cell col) -> (K, 3) TP/FP/FN pixel counts
     codes: np.ndarray | None = field(repr=False)  # (3, h, w) uint8 class ids of TP, FP, FN pixels
+    errors: dict = field(default_factory=dict)  # (map row, map col) -> foreground (TP, FP, FN) pixel counts
 
 
 def evaluate_chunk(job: EvalJob, chunk: Chunk, with_codes: bool) -> ChunkEval:
@@ -126,6 +138,7 @@ def evaluate_chunk(job: EvalJob, chunk: Chunk, with_codes: bool) -> ChunkEval:
         tp = np.diag(m)
         cells[(r0 // c + int(n) // ncx, c0 // c + int(n) % ncx)] = np.stack(
             [tp, m.sum(axis=0) - tp, m.sum(axis=1) - tp], axis=1)
+    errors = _error_cells(job, pred, ref, valid, r0, c0) if job.map_cell else {}
     codes = None
     if with_codes:
         codes = np.full((3,) + pred.shape, NODATA, dtype=np.uint8)
@@ -134,7 +147,23 @@ def evaluate_chunk(job: EvalJob, chunk: Chunk, with_codes: bool) -> ChunkEval:
         codes[0][hit] = pred[hit]
         codes[1][miss] = pred[miss]
         codes[2][miss] = ref[miss]
-    return ChunkEval(conf, cells, codes)
+    return ChunkEval(conf, cells, codes, errors)
+
+
+def _error_cells(job: EvalJob, pred, ref, valid, r0: int, c0: int) -> dict:
+    """Foreground TP, FP and FN pixel counts per ``map_cell``-sized cell of the global grid."""
+    f = job.map_cell
+    h, w = pred.shape
+    my = (np.arange(r0, r0 + h) // f) - r0 // f
+    mx = (np.arange(c0, c0 + w) // f) - c0 // f
+    nx = int(mx[-1]) + 1
+    n = (int(my[-1]) + 1) * nx
+    index = my[:, None] * nx + mx[None, :]
+    fg_pred, fg_ref = np.isin(pred, job.foreground), np.isin(ref, job.foreground)
+    same = pred == ref
+    counts = np.stack([np.bincount(index[valid & m], minlength=n)
+                       for m in (fg_pred & same, fg_pred & ~same, fg_ref & ~same)], axis=1)
+    return {(r0 // f + int(i) // nx, c0 // f + int(i) % nx): counts[i] for i in np.nonzero(counts.any(axis=1))[0]}
 
 
 # -- the driver ----------------------------------------------------------------------------------------
@@ -151,6 +180,8 @@ class SceneResult:
     cells: dict
     grid: Grid
     cell_size: int
+    errors: dict = field(default_factory=dict)  # error map cells, see ChunkEval.errors
+    map_cell: int = 0
 
 
 def _row_areas(grid: Grid) -> tuple[float, ...] | None:
@@ -206,17 +237,20 @@ def evaluate_scene(prediction: str, reference: str, options: EvaluateOptions, ru
     prediction, reference = os.fspath(prediction), os.fspath(reference)
     pred_vec, ref_vec = is_vector(prediction), is_vector(reference)
     if pred_vec and ref_vec:
-        raise GeosegError("both sides are vectors; one of them must be a class raster to give the grid", prediction)
+        if classes is None:
+            classes = _classes_for(options, {}, prediction)
+        return _evaluate_vectors(prediction, reference, options, runner, audit_dir, classes)
     if pred_vec:
         grid, ref_nodata, tags = _open_grid(reference, "reference")
     else:
         grid, pred_nodata, tags = _open_grid(prediction, "prediction")
     if classes is None:
         classes = _classes_for(options, tags, prediction if not pred_vec else reference)
-    if grid.crs is None:
-        raise GeosegError("has no CRS: cannot place it against the other side", reference if pred_vec else prediction)
+    if grid.crs is None and (pred_vec or ref_vec or not options.allow_no_crs):
+        raise GeosegError("has no CRS: cannot place it against the other side"
+                          + ("" if pred_vec or ref_vec else " (pass --allow-no-crs to compare pixel grids "
+                                                            "that match exactly)"), reference if pred_vec else prediction)
 
-    k = max(c.id for c in classes) + 1
     background = next((c.id for c in classes if not c.vectorize), 0)
     if pred_vec:
         geoms, ids = read_vectors(prediction, grid.crs, "class_id", classes, "prediction")
@@ -235,26 +269,80 @@ def evaluate_scene(prediction: str, reference: str, options: EvaluateOptions, ru
         else:
             try:
                 with rasterio.open(reference) as src:
-                    if src.crs is None:
-                        raise GeosegError("the reference has no CRS", reference)
+                    if grid.crs is None or src.crs is None:
+                        if not options.allow_no_crs:
+                            raise GeosegError("the reference has no CRS (pass --allow-no-crs to compare "
+                                              "pixel grids that match exactly)", reference)
+                        if src.crs is not None or src.shape != (grid.height, grid.width):
+                            raise GeosegError(f"without georeferencing the pixel grids must match exactly: the "
+                                              f"reference is {src.width}x{src.height}"
+                                              f"{' with a CRS' if src.crs else ''}, the prediction "
+                                              f"{grid.width}x{grid.height}", reference)
                     same = src.crs == grid.crs and src.transform == grid.transform and src.shape == (grid.height,
                                                                                                    grid.width)
                     ref_src = RasterLabels(reference, not same, src.nodata)
                     other_bounds, other_crs = src.bounds, src.crs
             except RasterioError as exc:
                 raise GeosegError(f"not a readable raster ({exc})", reference) from None
-    _check_overlap(grid, other_bounds, other_crs, prediction, reference)
+    if grid.crs is not None:
+        _check_overlap(grid, other_bounds, other_crs, prediction, reference)
+    return _evaluate_on_grid(grid, pred_src, ref_src, prediction, reference, options, runner, audit_dir, classes)
+
+
+def _evaluate_vectors(prediction: str, reference: str, options: EvaluateOptions, runner, audit_dir, classes):
+    """Vector against vector: both rasterized onto a grid (``--resolution`` or ``--grid``); objects from the polygons."""
+    background = next((c.id for c in classes if not c.vectorize), 0)
+    import pyogrio
+
+    try:
+        crs = rasterio.crs.CRS.from_user_input(pyogrio.read_info(prediction)["crs"])
+    except Exception:
+        crs = None
+    if options.grid:
+        grid, _, _ = _open_grid(options.grid, "grid template")
+    elif options.resolution:
+        if crs is None:
+            raise GeosegError("the prediction has no CRS", prediction)
+        grid = None
+    else:
+        raise GeosegError("both sides are vectors: pass --resolution (pixel size in CRS units) or --grid "
+                          "(a template raster) to say where to rasterize them", prediction)
+    target_crs = grid.crs if grid is not None else crs
+    geoms, ids = read_vectors(prediction, target_crs, None, classes, "prediction")
+    pred_src = VectorLabels(geoms, ids, background)
+    rgeoms, rids = read_vectors(reference, target_crs, options.class_field, classes, "reference",
+                                options.reference_class)
+    ref_src = VectorLabels(rgeoms, rids, background)
+    if grid is None:
+        if target_crs.is_geographic:
+            raise GeosegError("the prediction is in a geographic CRS: give --grid, or reproject it, since "
+                              "--resolution is in CRS units", prediction)
+        allg = np.asarray(list(geoms) + list(rgeoms), dtype=object)
+        x0, y0, x1, y1 = shapely.total_bounds(allg)
+        r = options.resolution
+        x0, y1 = np.floor(x0 / r) * r, np.ceil(y1 / r) * r
+        width, height = max(1, int(np.ceil((x1 - x0) / r))), max(1, int(np.ceil((y1 - y0) / r)))
+        grid = Grid(target_crs, rasterio.Affine(r, 0, x0, 0, -r, y1), width, height)
+    return _evaluate_on_grid(grid, pred_src, ref_src, prediction, reference, options, runner, audit_dir, classes)
+
+
+def _evaluate_on_grid(grid: Grid, pred_src, ref_src, prediction: str, reference: str, options: EvaluateOptions,
+                      runner, audit_dir, classes: ClassList):
+    k = max(c.id for c in classes) + 1
     aoi = ()
     if options.aoi:
         import geopandas as gpd
 
         aoi = tuple(gpd.read_file(options.aoi).to_crs(grid.crs).geometry.values)
 
+    map_cell = max(1, -(-max(grid.height, grid.width) // ERROR_MAP_SIDE))
+    foreground = tuple(c.id for c in classes if c.vectorize and c.id not in options.ignore)
     job = EvalJob(grid, pred_src, ref_src, k, tuple(options.ignore), aoi, _row_areas(grid), _pixel_area(grid),
-                  options.grid_size)
+                  options.grid_size, foreground, map_cell)
     chunks = chunk_grid(grid.height, grid.width, options.chunk_size)
     conf = Confusion(k)
     cells: dict = {}
+    errors: dict = {}
     lock = threading.Lock()
     writers = _CodeWriters(grid, audit_dir, _scene_name(prediction)) if audit_dir is not None else None
     bar = progress_bar(sum(len(r) for r in chunks), Path(prediction).name, options.progress)
@@ -268,6 +356,8 @@ def evaluate_scene(prediction: str, reference: str, options: EvaluateOptions, ru
             conf.__iadd__(res.conf)
             for key, counts in res.cells.items():  # a cell may straddle chunks
                 cells[key] = cells[key] + counts if key in cells else counts
+            for key, counts in res.errors.items():
+                errors[key] = errors[key] + counts if key in errors else counts
             if writers is not None:
                 writers.write(res.codes, chunk.window)
         bar.update(1)
@@ -296,7 +386,23 @@ def evaluate_scene(prediction: str, reference: str, options: EvaluateOptions, ru
             objects[c.name] = match_objects(ref_polys, pred_polys, options.iou_threshold).to_dict()
     name = _scene_name(prediction)
     return (SceneResult(name, prediction, reference, grid.crs.to_string() if grid.crs else None, conf, objects,
-                        cells, grid, options.grid_size), classes, code_paths)
+                        cells, grid, options.grid_size, errors, map_cell), classes, code_paths)
+
+
+def _check_aoi(path: str) -> None:
+    """The AOI must be a readable vector file with polygons: checked before any work."""
+    import pyogrio
+
+    if not os.path.isfile(path):
+        raise GeosegError("--aoi: no such file", path)
+    try:
+        info = pyogrio.read_info(path)
+    except Exception as exc:  # pyogrio raises DataSourceError and friends for anything not a vector file
+        raise GeosegError(f"--aoi: not a readable vector file ({' '.join(str(exc).split())[:160]})", path) from None
+    if not info.get("features"):
+        raise GeosegError("--aoi holds no features", path)
+    if "Polygon" not in str(info.get("geometry_type")):
+        raise GeosegError(f"--aoi must hold polygons, not {info.get('geometry_type')}", path)
 
 
 def _check_overlap(grid: Grid, bounds, crs, prediction: str, reference: str) -> None:
@@ -427,6 +533,8 @@ def evaluate(prediction: str | os.PathLike, reference: str | os.PathLike, output
         raise GeosegError("output folder is not empty; pass --overwrite to replace its reports", out)
     if os.path.isdir(prediction) != os.path.isdir(reference):
         raise GeosegError("give two files or two folders", prediction)
+    if options.aoi:
+        _check_aoi(options.aoi)
     pairs = pair_scenes(prediction, reference, options.allow_missing) if os.path.isdir(prediction) \
         else [(prediction, reference)]
     with output_dir(out):
@@ -453,3 +561,6 @@ def evaluate(prediction: str | os.PathLike, reference: str | os.PathLike, output
 
             shutil.rmtree(work, ignore_errors=True)
     return report
+
+
+_command_module(__name__)  # ``geoseg.evaluate(...)`` calls evaluate() (see geoseg/__init__.py)

@@ -9,25 +9,36 @@ from pathlib import Path
 from geoseg.errors import GeosegError
 
 RASTER_SUFFIXES = (".tif", ".tiff")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")  # chips without georeferencing, taken with --allow-no-crs
+# What geoseg writes: never taken as a scene, even when the output folder is the input folder.
+OUTPUT_SUFFIXES = (".classes.tif", ".probs.tif", ".instances.tif")
 
 
-def resolve_inputs(inputs: list[str] | str) -> list[str]:
-    """Scenes from files, folders (their ``*.tif``/``*.tiff``) and glob patterns, in order."""
+def is_geoseg_output(path: str | os.PathLike) -> bool:
+    return Path(path).name.lower().endswith(OUTPUT_SUFFIXES)
+
+
+def resolve_inputs(inputs: list[str] | str, allow_no_crs: bool = False) -> list[str]:
+    """Scenes from files, folders (their ``*.tif``/``*.tiff``; with ``allow_no_crs`` also PNG and JPEG
+    chips) and glob patterns, in order. geoseg's own outputs in a folder are never scenes."""
+    suffixes = RASTER_SUFFIXES + (IMAGE_SUFFIXES if allow_no_crs else ())
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [os.fspath(inputs)]
     scenes: list[str] = []
     for item in inputs:
         item = os.fspath(item)
         if glob.has_magic(item):
-            matches = sorted(glob.glob(item))
+            matches = sorted(m for m in glob.glob(item) if not is_geoseg_output(m))
             if not matches:
                 raise GeosegError("the pattern matches no file", item)
             scenes.extend(matches)
         elif os.path.isdir(item):
             found = sorted(str(p) for p in Path(item).iterdir()
-                           if p.is_file() and p.suffix.lower() in RASTER_SUFFIXES and not p.name.startswith("."))
+                           if p.is_file() and p.suffix.lower() in suffixes and not p.name.startswith(".")
+                           and not is_geoseg_output(p))
             if not found:
-                raise GeosegError(f"folder holds no GeoTIFF ({', '.join('*' + s for s in RASTER_SUFFIXES)})", item)
+                hint = "" if allow_no_crs else "; PNG/JPEG chips without georeferencing need --allow-no-crs"
+                raise GeosegError(f"folder holds no GeoTIFF ({', '.join('*' + s for s in suffixes)}){hint}", item)
             scenes.extend(found)
         elif not os.path.exists(item):
             raise GeosegError("no such file or folder", item)

@@ -137,6 +137,8 @@ def read_vectors(path: str, crs, class_field: str | None, classes: ClassList, ro
         raise GeosegError("holds no vector layer", path)
     gdf = gpd.pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     gdf = gpd.GeoDataFrame(gdf, geometry="geometry", crs=frames[0].crs)
+    if len(gdf) == 0 and role != "prediction":  # an empty prediction is a model that found nothing
+        raise GeosegError(f"the {role} holds no features", path)
     if gdf.crs is None:
         raise GeosegError(f"the {role} has no CRS", path)
     field_name = class_field or ("class_id" if "class_id" in gdf.columns else None)
@@ -159,6 +161,10 @@ def read_vectors(path: str, crs, class_field: str | None, classes: ClassList, ro
         if mapping:
             values = [mapping.get(str(v), mapping.get(v, v)) for v in values]
         ids = map_classes(values, classes, path, strict=strict)
+        if len(ids) and not (ids >= 0).any():
+            raise GeosegError(f"no value of field {field_name!r} maps to a class: it holds "
+                              f"{_few(sorted({str(v) for v in values}, key=_value_order))}; the classes are "
+                              f"{', '.join(f'{c.id} {c.name}' for c in classes)}", path)
     keep = ids >= 0
     gdf, ids = gdf[keep], ids[keep]
     if buffers:
@@ -206,8 +212,19 @@ def map_classes(values: list, classes: ClassList, path: str, strict: bool = Fals
             unknown.add(str(v))
         ids.append(-1 if cid is None else cid)
     if unknown and strict:
-        raise GeosegError(f"class values not in the class list: {', '.join(sorted(unknown))}"
+        raise GeosegError(f"class values not in the class list: {_few(sorted(unknown, key=_value_order))}"
                           f" (classes: {', '.join(classes.names)})", path)
-    if unknown:
-        log.warning("%s: class values not in the class list, left out: %s", path, ", ".join(sorted(unknown)))
+    if unknown and len(unknown) < len(set(map(str, values))):
+        log.warning("%s: class values not in the class list, left out: %s", path, _few(sorted(unknown, key=_value_order)))
     return np.asarray(ids, dtype=np.int64)
+
+
+def _value_order(v: str):
+    try:
+        return (0, float(v), v)
+    except ValueError:
+        return (1, 0.0, v)
+
+
+def _few(values: list[str], n: int = 6) -> str:
+    return ", ".join(values[:n]) + (f" and {len(values) - n} more" if len(values) > n else "")

@@ -168,6 +168,69 @@ def decorate_classes(classes: ClassList):
     return apply
 
 
+def current_umask() -> int:
+    """The process's umask (read without changing it where Linux allows)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def respect_umask(path: Path) -> None:
+    """Give ``path`` (and everything under a folder) the modes the umask allows.
+
+    ``tempfile.mkdtemp`` makes 0700 folders and safetensors writes 0600 files;
+    renamed into place they would keep those modes, and a shared model folder
+    or Dask workers running as another user could not read them.
+    """
+    mask = current_umask()
+    paths = [path, *path.rglob("*")] if path.is_dir() else [path]
+    for p in paths:
+        os.chmod(p, (0o777 if p.is_dir() else 0o666) & ~mask)
+
+
+def atomic_write_text(path: Path, text: str) -> Path:
+    """Write a small text file under a temporary name, then rename it into place."""
+    tmp = _tmp_name(path, "part")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise GeosegError(f"cannot write ({exc.strerror or exc})", path) from None
+    return path
+
+
+def class_sidecars(final: Path) -> tuple[Path, Path]:
+    """``NAME.qml`` (QGIS's default style for ``NAME.tif``) and ``NAME.tif.aux.xml`` (GDAL's category names)."""
+    return final.with_suffix(".qml"), final.with_name(final.name + ".aux.xml")
+
+
+def write_class_sidecars(final: Path, classes: ClassList) -> None:
+    """The class raster's legend for QGIS and its class names for every GDAL reader.
+
+    GDAL keeps category names in the raster's PAM side file; QGIS, ``gdalinfo``
+    and other GDAL-based tools read them from there.
+    """
+    from xml.sax.saxutils import escape
+
+    from geoseg.styles import paletted_raster_qml
+
+    qml, aux = class_sidecars(final)
+    atomic_write_text(qml, paletted_raster_qml(classes))
+    names = {c.id: c.name for c in classes}
+    cats = "".join(f"<Category>{escape(names.get(i, ''))}</Category>" for i in range(max(names) + 1))
+    atomic_write_text(aux, '<PAMDataset>\n  <PAMRasterBand band="1">\n'
+                           f"    <Description>class</Description>\n    <CategoryNames>{cats}</CategoryNames>\n"
+                           "  </PAMRasterBand>\n</PAMDataset>\n")
+
+
 def decorate_probabilities(classes: ClassList):
     def apply(ds) -> None:
         for i, c in enumerate(classes, start=1):

@@ -17,19 +17,22 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
+from geoseg import _command_module
 from geoseg._blend_ext import argmax_votes, fold_tile, normalize
 from geoseg.blending import check_blend, scaled_tile_weights
-from geoseg.bundle import check_tiling, load_bundle, read_meta
+from geoseg.bundle import check_tiling, load_bundle, read_meta, resolve_bundle
 from geoseg.classes import NODATA, ClassList
 from geoseg.errors import GeosegError
+from geoseg.fit import check_fit
 from geoseg.inference import get_predictor
 from geoseg.inputs import output_stem, resolve_inputs
-from geoseg.output import ChunkWriter, decorate_classes, decorate_probabilities, output_dir
+from geoseg.options import check_options
+from geoseg.output import ChunkWriter, decorate_classes, decorate_probabilities, output_dir, write_class_sidecars
 from geoseg.raster import SceneInfo, gdal_cache, inspect_scene, read_window
 from geoseg.scheduler import Runner, open_runner, progress_bar, run_graph
 from geoseg.tiling import Block, TileGrid, pad_tile
@@ -56,15 +59,11 @@ class PredictOptions:
     overwrite: bool = False
     allow_no_crs: bool = False
     progress: bool = True
+    strict: bool = False  # a scene that does not fit the model (bands, type, values, GSD) is an error
 
     def __post_init__(self) -> None:
         check_blend(self.blend)
-        if self.chunk_size < 1:
-            raise GeosegError(f"--chunk-size must be positive, got {self.chunk_size}")
-        if self.batch_size is not None and self.batch_size < 1:
-            raise GeosegError(f"--batch-size must be positive, got {self.batch_size}")
-        if self.workers is not None and self.workers < 1:
-            raise GeosegError(f"--workers must be positive, got {self.workers}")
+        check_options(self)
         if self.overviews not in ("nearest", "mode"):
             raise GeosegError(f"--overviews must be nearest or mode, got {self.overviews!r}")
 
@@ -305,6 +304,7 @@ class SceneOutputs:
     scene: str
     classes: Path
     probabilities: Path | None
+    skipped: bool = False  # the outputs existed and were kept
 
 
 def output_paths(out_dir: Path, scene: str | os.PathLike, probabilities: bool) -> SceneOutputs:
@@ -342,6 +342,7 @@ def predict_scene(info: SceneInfo, bundle: str | os.PathLike, classes: ClassList
     try:
         run_graph(graph, sink, runner)
         bar.close()
+        write_class_sidecars(out.classes, classes)  # before the raster: its rename is the commit point
         writers[0].finish_cog(decorate_classes(classes), options.overviews.upper())
         if out.probabilities:
             writers[1].finish_cog(decorate_probabilities(classes), "AVERAGE")
@@ -361,13 +362,24 @@ def predict(bundle: str | os.PathLike, inputs: list[str] | str, out_dir: str | o
     included). Every scene is checked before any is processed.
     """
     options = options or PredictOptions()
+    bundle = resolve_bundle(bundle)
     meta = read_meta(bundle)
-    tile = options.tile_size or meta.tile_size
+    tile = meta.tile_size if options.tile_size is None else options.tile_size
     overlap = meta.overlap if options.overlap is None else options.overlap
     check_tiling(tile, overlap)
-    scenes = resolve_inputs(inputs)
+    scenes = resolve_inputs(inputs, options.allow_no_crs)
+    if any(Path(s).parent.resolve() == Path(out_dir).resolve() for s in scenes):
+        log.warning("%s: the output folder is also an input folder; geoseg's own outputs there "
+                    "(*.classes.tif, *.probs.tif) are never taken as scenes", out_dir)
     infos = [inspect_scene(s, meta.bands, options.allow_no_crs) for s in scenes]
     _check_unique_stems(scenes)
+    for info in infos:
+        problems = check_fit(info, meta)
+        if problems and options.strict:
+            raise GeosegError(f"does not fit the model: {'; '.join(problems)}", info.path)
+        if problems:
+            log.warning("%s: does not fit the model: %s (--strict makes this an error)", info.path,
+                        "; ".join(problems))
 
     done = []
     import torch
@@ -385,8 +397,7 @@ def predict(bundle: str | os.PathLike, inputs: list[str] | str, out_dir: str | o
             out = output_paths(out_dir, info.path, options.probabilities)
             targets = [p for p in (out.classes, out.probabilities) if p is not None]
             if not options.overwrite and all(p.exists() for p in targets):
-                log.info("%s: outputs exist, skipped (pass --overwrite to redo)", info.path)
-                done.append(out)
+                done.append(replace(out, skipped=True))
                 continue
             log.info("%s: %dx%d px -> %s", info.path, info.width, info.height, out.classes)
             predict_scene(info, bundle, meta.classes, out, options, runner, tile, overlap,
@@ -412,3 +423,6 @@ def _check_unique_stems(scenes: list[str]) -> None:
         if stem in seen:
             raise GeosegError(f"has the same output name {stem!r} as {seen[stem]}; predict them into different folders", s)
         seen[stem] = s
+
+
+_command_module(__name__)  # ``geoseg.predict(...)`` calls predict() (see geoseg/__init__.py)

@@ -131,17 +131,51 @@ def _thread_dataset(path: str) -> rasterio.io.DatasetReader:
 
 
 def _valid_from_nodata(data: np.ndarray, nodata: list[float | None]) -> np.ndarray:
-    if all(nd is None for nd in nodata):
+    """Valid where at least one band holds a value; NaN is never a value, declared as nodata or not."""
+    floating = np.issubdtype(data.dtype, np.floating)
+    if all(nd is None for nd in nodata) and not floating:
         return np.ones(data.shape[1:], dtype=bool)
     valid = np.zeros(data.shape[1:], dtype=bool)
     for band, nd in zip(data, nodata):
-        if nd is None:
-            return np.ones(data.shape[1:], dtype=bool)
-        if np.isnan(nd):
-            valid |= ~np.isnan(band)
+        if nd is None or np.isnan(nd):
+            ok = ~np.isnan(band) if floating else np.ones(band.shape, dtype=bool)
         else:
-            valid |= band != np.asarray(nd).astype(band.dtype)
+            ok = band != np.asarray(nd).astype(band.dtype)
+            if floating:
+                ok &= ~np.isnan(band)
+        valid |= ok
+    if floating:
+        np.nan_to_num(data, copy=False, nan=0.0)  # a valid pixel's NaN bands must not reach the model
     return valid
+
+
+def pixel_placement(crs, transform: rasterio.Affine) -> rasterio.Affine:
+    """Where a raster's pixels lie on a map: its transform, or QGIS's placement of a non-georeferenced raster.
+
+    GDAL gives an image without georeferencing the identity transform (rows
+    growing downwards); QGIS shows it with column ``c``, row ``r`` at ``(c, -r)``,
+    so polygons written in that convention sit on the image there.
+    """
+    if crs is None and transform.is_identity:
+        return rasterio.Affine(1.0, 0.0, 0.0, 0.0, -1.0, 0.0)
+    return transform
+
+
+def ground_sample_distance(info: SceneInfo) -> float | None:
+    """Pixel size in metres: CRS units for a projected CRS, geodesic at the scene centre for a geographic one."""
+    if info.crs is None:
+        return None
+    if info.crs.is_projected:
+        factor = info.crs.linear_units_factor[1] if info.crs.linear_units_factor else 1.0
+        return float(np.sqrt(info.res[0] * info.res[1])) * float(factor)
+    from pyproj import Geod
+
+    geod = Geod(ellps="WGS84")
+    cx, cy = info.transform * (info.width / 2, info.height / 2)
+    dx, dy = info.res
+    _, _, ew = geod.inv(cx, cy, cx + dx, cy)
+    _, _, ns = geod.inv(cx, cy, cx, cy + dy)
+    return float(np.sqrt(abs(ew) * abs(ns)))
 
 
 GDAL_CACHE_MB = 128

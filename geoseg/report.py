@@ -7,9 +7,10 @@
     inputs           [{scene, prediction, reference}]
     crs              CRS of the first scene's grid
     settings         {ignore, aoi, iou_threshold, grid_size, class_field}
-    classes          [{id, name, color, iou, iou_area, precision, recall, f1,
+    classes          [{id, name, color, foreground, iou, iou_area, precision, recall, f1,
                        tp_px, fp_px, fn_px, tp_m2, fp_m2, fn_m2}]
-    overall          {pixel_accuracy, mean_accuracy, mean_iou, fw_iou, mean_iou_area}
+    overall          {pixel_accuracy, mean_accuracy, mean_iou, fw_iou, mean_iou_area,
+                      mean_iou_foreground, mean_iou_area_foreground}  (foreground: every class but background)
     confusion_px     K x K, rows = reference class, columns = predicted class
     confusion_m2     the same, in m²
     objects          {class name: {tp, fp, fn, precision, recall, f1, iou_threshold}}  (when computed)
@@ -43,16 +44,25 @@ def _num(v):
     return None if math.isnan(v) else v
 
 
+def _nanmean(values) -> float | None:
+    vals = [float(v) for v in values if v is not None and not math.isnan(float(v))]
+    return sum(vals) / len(vals) if vals else None
+
+
 def _block(conf: Confusion, classes: ClassList, objects: dict | None) -> dict:
     ids = [c.id for c in classes]
     px, m2 = conf.px[np.ix_(ids, ids)], conf.m2[np.ix_(ids, ids)]
     sp, sa = class_scores(px), class_scores(m2)
     overall = {k: _num(v) for k, v in overall_scores(px).items()}
     overall["mean_iou_area"] = _num(area_weighted_mean_iou(m2))
+    # The headline: background dominates mean and frequency-weighted IoU, so foreground classes lead.
+    fg = [n for n, c in enumerate(classes) if c.vectorize]
+    overall["mean_iou_foreground"] = _nanmean([sp["iou"][n] for n in fg])
+    overall["mean_iou_area_foreground"] = _nanmean([sa["iou"][n] for n in fg])
     rows = []
     for n, c in enumerate(classes):
         rows.append({
-            "id": c.id, "name": c.name, "color": c.color,
+            "id": c.id, "name": c.name, "color": c.color, "foreground": bool(c.vectorize),
             "iou": _num(sp["iou"][n]), "iou_area": _num(sa["iou"][n]),
             "precision": _num(sp["precision"][n]), "recall": _num(sp["recall"][n]), "f1": _num(sp["f1"][n]),
             "tp_px": int(sp["tp"][n]), "fp_px": int(sp["fp"][n]), "fn_px": int(sp["fn"][n]),
@@ -96,10 +106,43 @@ def _fmt(v, digits=4) -> str:
     return "–" if v is None else f"{v:.{digits}f}"
 
 
+def headline(report: dict) -> list[str]:
+    """The summary a reader sees first: foreground classes and objects; background after them."""
+    o = report["overall"]
+    fg = [c for c in report["classes"] if c.get("foreground", True)]
+    bg = [c for c in report["classes"] if not c.get("foreground", True)]
+    lines = [f"Foreground mean IoU {_fmt(o.get('mean_iou_foreground'), 3)} per pixel, "
+             f"{_fmt(o.get('mean_iou_area_foreground'), 3)} by ground area"
+             + "".join(f"; {c['name']} IoU {_fmt(c['iou'], 3)} (area {_fmt(c['iou_area'], 3)})" for c in fg)]
+    for name, ob in (report.get("objects") or {}).items():
+        lines.append(f"{name} objects at IoU ≥ {ob['iou_threshold']}: F1 {_fmt(ob['f1'], 3)} "
+                     f"(TP {ob['tp']}, FP {ob['fp']}, FN {ob['fn']})")
+    if bg:
+        lines.append("Background, shown apart because it dominates pixel counts: "
+                     + "; ".join(f"{c['name']} IoU {_fmt(c['iou'], 3)}" for c in bg))
+    return lines
+
+
+METRIC_NOTES = [
+    ("IoU", "intersection over union of a class's predicted and reference pixels: TP / (TP + FP + FN)"),
+    ("IoU (area)", "the same with every pixel weighted by its ground area (differs from IoU in geographic CRSs)"),
+    ("foreground mean IoU", "the mean IoU of the classes that are not background: the headline figure"),
+    ("precision", "share of predicted pixels of a class that are that class in the reference: TP / (TP + FP)"),
+    ("recall", "share of reference pixels of a class that were predicted as it: TP / (TP + FN)"),
+    ("F1", "harmonic mean of precision and recall"),
+    ("object F1", "objects matched one-to-one at polygon IoU ≥ the threshold (the SpaceNet rule); F1 of the matches"),
+    ("pixel accuracy", "share of all scored pixels predicted right (dominated by background)"),
+    ("mean IoU", "mean of the per-class IoUs, background included (FCN paper)"),
+    ("frequency-weighted IoU", "per-class IoU weighted by the class's reference frequency (FCN paper; mostly "
+                               "background)"),
+]
+
+
 def markdown(report: dict) -> str:
     o = report["overall"]
     lines = ["# geoseg accuracy report", "",
              f"Scenes: {len(report['scenes'])} · CRS: {report['crs']} · geoseg {report['geoseg_version']}", "",
+             *[f"**{line}**" if i == 0 else line for i, line in enumerate(headline(report))], "",
              "| pixel accuracy | mean accuracy | mean IoU | frequency-weighted IoU | area-weighted mean IoU |",
              "|---|---|---|---|---|",
              f"| {_fmt(o['pixel_accuracy'])} | {_fmt(o['mean_accuracy'])} | {_fmt(o['mean_iou'])} | "
@@ -119,7 +162,8 @@ def markdown(report: dict) -> str:
         for s in report["scenes"]:
             lines.append(f"| {s['scene']} | {_fmt(s['overall']['pixel_accuracy'])} | {_fmt(s['overall']['mean_iou'])}"
                          f" | {_fmt(s['overall']['mean_iou_area'])} |")
-    lines += ["", "Inputs:", *[f"- {i['prediction']} vs {i['reference']}" for i in report["inputs"]], ""]
+    lines += ["", "Inputs:", *[f"- {i['prediction']} vs {i['reference']}" for i in report["inputs"]], "",
+              "What the figures mean:", *[f"- {k}: {v}" for k, v in METRIC_NOTES], ""]
     return "\n".join(lines)
 
 
@@ -128,26 +172,30 @@ def _figures(report: dict) -> tuple[str, str]:
     from matplotlib.figure import Figure
 
     names = [c["name"] for c in report["classes"]]
+    k = len(names)
     cm = np.asarray(report["confusion_px"], dtype=float)
     rows = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
-    fig = Figure(figsize=(1.2 + 0.6 * len(names), 1 + 0.6 * len(names)))
+    side = max(4.5, 1.8 + 0.9 * k)  # the heat map grows with the class count; cells stay legible
+    fig = Figure(figsize=(side + 1.2, side))
     ax = fig.subplots()
     im = ax.imshow(rows, cmap="viridis", vmin=0, vmax=1)
-    ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
-    ax.set_yticks(range(len(names)), names)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("reference")
-    for i in range(len(names)):
-        for j in range(len(names)):
-            ax.text(j, i, f"{rows[i, j]:.2f}", ha="center", va="center", color="w" if rows[i, j] < 0.6 else "k",
-                    fontsize=8)
-    fig.colorbar(im, ax=ax, label="share of reference pixels")
+    ax.set_xticks(range(k), names, rotation=45, ha="right", fontsize=11)
+    ax.set_yticks(range(k), names, fontsize=11)
+    ax.set_xlabel("predicted", fontsize=12)
+    ax.set_ylabel("reference", fontsize=12)
+    for i in range(k):
+        for j in range(k):
+            ax.text(j, i, f"{rows[i, j]:.2f}\n{int(cm[i, j]):,} px", ha="center", va="center",
+                    color="w" if rows[i, j] < 0.6 else "k", fontsize=10 if k <= 6 else 8)
+    fig.colorbar(im, ax=ax, label="share of the reference class's pixels")
     fig.tight_layout()
     heat = _png(fig)
-    fig = Figure(figsize=(6, 0.5 + 0.4 * len(names)))
+    fig = Figure(figsize=(7, 0.8 + 0.45 * k))
     ax = fig.subplots()
     ious = [c["iou"] or 0 for c in report["classes"]]
     ax.barh(names, ious, color=[c["color"] for c in report["classes"]], edgecolor="k")
+    for y, v in enumerate(ious):
+        ax.text(min(v + 0.01, 0.9), y, f"{v:.3f}", va="center", fontsize=10)
     ax.set_xlim(0, 1)
     ax.set_xlabel("IoU")
     ax.invert_yaxis()
@@ -156,17 +204,53 @@ def _figures(report: dict) -> tuple[str, str]:
     return heat, bars
 
 
+ERROR_COLOURS = {"TP": (26, 150, 65), "FP": (215, 25, 28), "FN": (43, 131, 186)}
+
+
+def error_map_png(result) -> str | None:
+    """Where the foreground errors are: each map cell coloured by its TP (green), FP (red) and FN (blue) shares."""
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
+
+    if not result.map_cell or not result.errors:
+        return None
+    f = result.map_cell
+    h, w = -(-result.grid.height // f), -(-result.grid.width // f)
+    rgba = np.zeros((h, w, 4))
+    colours = np.array(list(ERROR_COLOURS.values()), dtype=float) / 255
+    for (r, c), counts in result.errors.items():
+        counts = np.asarray(counts, dtype=float)
+        rgba[r, c, :3] = counts @ colours / counts.sum()
+        rgba[r, c, 3] = 1.0
+    aspect = h / w
+    fig = Figure(figsize=(6, max(1.5, min(9, 6 * aspect)) + 0.6))
+    ax = fig.subplots()
+    ax.set_facecolor("#f4f4f4")
+    ax.imshow(rgba, interpolation="nearest", extent=(0, result.grid.width, result.grid.height, 0))
+    ax.set_xlabel("column (px)")
+    ax.set_ylabel("row (px)")
+    handles = [Patch(color=np.array(v) / 255, label=k)
+               for k, v in ERROR_COLOURS.items()]
+    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=3, frameon=False)
+    ax.set_title(f"{result.name}: foreground TP / FP / FN ({f}x{f} px cells)", fontsize=10)
+    fig.tight_layout()
+    return _png(fig)
+
+
 def _png(fig) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
     return base64.b64encode(buf.getvalue()).decode()
 
 
-def html_report(report: dict) -> str:
+MAX_MAPS = 12
+
+
+def html_report(report: dict, results=()) -> str:
     heat, bars = _figures(report)
     md_rows = markdown(report)
     table = "".join(
-        f"<tr><td>{html.escape(c['name'])}</td>" + "".join(
+        f"<tr><td>{html.escape(c['name'])}{'' if c.get('foreground', True) else ' (background)'}</td>" + "".join(
             f"<td>{_fmt(c[k])}</td>" for k in ("iou", "iou_area", "precision", "recall", "f1"))
         + f"<td>{c['tp_m2']:.1f}</td><td>{c['fp_m2']:.1f}</td><td>{c['fn_m2']:.1f}</td></tr>"
         for c in report["classes"])
@@ -174,18 +258,45 @@ def html_report(report: dict) -> str:
     settings = html.escape(json.dumps(report["settings"]))
     inputs = "".join(f"<li>{html.escape(i['prediction'])} vs {html.escape(i['reference'])}</li>"
                      for i in report["inputs"])
+    head = headline(report)
+    lead = f"<p class=lead>{html.escape(head[0])}</p>" + "".join(f"<p>{html.escape(x)}</p>" for x in head[1:])
+    objects = ""
+    if report.get("objects"):
+        rows = "".join(
+            f"<tr><td>{html.escape(n)} (IoU ≥ {ob['iou_threshold']})</td><td>{ob['tp']}</td><td>{ob['fp']}</td>"
+            f"<td>{ob['fn']}</td><td>{_fmt(ob['precision'])}</td><td>{_fmt(ob['recall'])}</td>"
+            f"<td>{_fmt(ob['f1'])}</td></tr>" for n, ob in report["objects"].items())
+        objects = ("<h2>Objects</h2><table id=objects><tr><th>class</th><th>TP</th><th>FP</th><th>FN</th>"
+                   f"<th>precision</th><th>recall</th><th>F1</th></tr>{rows}</table>")
+    maps = [(r.name, error_map_png(r)) for r in list(results)[:MAX_MAPS]]
+    maps_html = "".join(f'<figure><img alt="error map of {html.escape(n)}" src="data:image/png;base64,{png}">'
+                        f"</figure>" for n, png in maps if png)
+    if maps_html:
+        more = f"<p>First {MAX_MAPS} of {len(results)} scenes.</p>" if len(results) > MAX_MAPS else ""
+        maps_html = ("<h2>Where the errors are</h2><p>Green: foreground predicted right (TP); red: predicted but "
+                     "not in the reference (FP); blue: in the reference but missed (FN). Each cell is coloured by "
+                     f"its mix of the three; empty cells had no foreground.</p>{more}{maps_html}")
+    notes = "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(v)}</li>" for k, v in METRIC_NOTES)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>geoseg accuracy report</title>
-<style>body{{font-family:sans-serif;margin:2em;max-width:60em}}table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:right}}td:first-child{{text-align:left}}</style></head>
+<style>body{{font-family:sans-serif;margin:2em;max-width:64em}}table{{border-collapse:collapse;margin:.5em 0}}
+td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:right}}td:first-child{{text-align:left}}
+.lead{{font-size:1.3em;font-weight:bold}}img{{max-width:100%}}figure{{margin:1em 0}}</style></head>
 <body><h1>geoseg accuracy report</h1>
-<p>pixel accuracy {_fmt(o['pixel_accuracy'])} · mean accuracy {_fmt(o['mean_accuracy'])} ·
+<p>{len(report['scenes'])} scene{'s' if len(report['scenes']) != 1 else ''} · CRS {html.escape(str(report['crs']))}
+· geoseg {html.escape(report['geoseg_version'])}</p>
+{lead}
+<h2>Classes</h2>
+<table id=classes><tr><th>class</th><th>IoU</th><th>IoU (area)</th><th>precision</th><th>recall</th><th>F1</th>
+<th>TP m²</th><th>FP m²</th><th>FN m²</th></tr>{table}</table>
+{objects}
+<p>All classes: pixel accuracy {_fmt(o['pixel_accuracy'])} · mean accuracy {_fmt(o['mean_accuracy'])} ·
 mean IoU {_fmt(o['mean_iou'])} · frequency-weighted IoU {_fmt(o['fw_iou'])} ·
 area-weighted mean IoU {_fmt(o['mean_iou_area'])}</p>
-<table><tr><th>class</th><th>IoU</th><th>IoU (area)</th><th>precision</th><th>recall</th><th>F1</th>
-<th>TP m²</th><th>FP m²</th><th>FN m²</th></tr>{table}</table>
 <h2>Confusion matrix</h2><img alt="confusion matrix" src="data:image/png;base64,{heat}">
 <h2>IoU per class</h2><img alt="IoU per class" src="data:image/png;base64,{bars}">
+{maps_html}
+<h2>What the figures mean</h2><ul>{notes}</ul>
 <h2>Inputs and settings</h2><ul>{inputs}</ul><p><code>{settings}</code></p>
 <details><summary>Markdown report</summary><pre>{html.escape(md_rows)}</pre></details>
 </body></html>
@@ -195,4 +306,4 @@ area-weighted mean IoU {_fmt(o['mean_iou_area'])}</p>
 def write_reports(report: dict, results, classes: ClassList, folder: Path) -> None:
     (folder / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     (folder / "report.md").write_text(markdown(report))
-    (folder / "report.html").write_text(html_report(report))
+    (folder / "report.html").write_text(html_report(report, results))

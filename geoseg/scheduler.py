@@ -9,6 +9,7 @@ running ``dask.distributed`` scheduler such as ``tcp://host:8786``.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -59,14 +60,21 @@ def open_runner(scheduler: str | None = None, workers: int | None = None, client
     from distributed import Client, LocalCluster
 
     if scheduler == "local":
-        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                          dashboard_address=None) as cluster, Client(cluster) as c:
+        # Dask's own log lines (workers starting and closing) only with -v, like geoseg's.
+        quiet = not logging.getLogger("geoseg").isEnabledFor(logging.INFO)
+        if quiet:
+            _silence_dask()
+        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                          silence_logs=logging.CRITICAL if quiet else logging.WARNING) as cluster, \
+                Client(cluster) as c:
             yield Runner("local", workers, c)
         return
     if "://" not in scheduler:
         raise GeosegError(
             f"unknown scheduler {scheduler!r}; use threads, sync, local or an address like tcp://host:8786"
         )
+    if not logging.getLogger("geoseg").isEnabledFor(logging.INFO):
+        _silence_dask()
     try:
         c = Client(scheduler, timeout="10s")
     except (OSError, TimeoutError) as exc:
@@ -74,6 +82,13 @@ def open_runner(scheduler: str | None = None, workers: int | None = None, client
     with c:
         n = len(c.scheduler_info().get("workers", {})) or workers
         yield Runner(scheduler, n, c)
+
+
+def _silence_dask() -> None:
+    """Importing distributed sets its loggers to INFO; for a quiet run, only critical lines remain."""
+    for name in list(logging.root.manager.loggerDict):
+        if name.split(".")[0] in ("distributed", "tornado", "bokeh"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 def run_graph(graph: list[tuple[object, object]], sink, runner: Runner) -> None:
@@ -118,4 +133,5 @@ def progress_bar(total: int, name: str, enabled: bool, unit: str = "chunk"):
 
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=name, unit=unit, file=sys.stderr, leave=False, dynamic_ncols=True)
+    # leave=True: the bar's last state (done/total) stays on screen however fast the last updates came
+    return tqdm(total=total, desc=name, unit=unit, file=sys.stderr, leave=True, dynamic_ncols=True)

@@ -73,3 +73,33 @@ def write_layer_styles(gpkg: Path, styles: dict[str, str], geometry_column: str 
                 )
     finally:
         con.close()
+
+
+def paletted_raster_qml(classes, transparent_background: bool = True) -> str:
+    """A QGIS paletted-raster style for a class raster: one entry per class, labelled with its name.
+
+    QGIS loads ``NAME.qml`` beside ``NAME.tif`` as the layer's default style, so
+    the legend lists exactly the model's classes instead of 256 grey values.
+    Classes that are not vectorized (background) are transparent by default, so
+    the imagery under the layer stays visible; nodata (255) is never drawn.
+    """
+    entries = []
+    for c in classes:
+        alpha = 0 if transparent_background and not c.vectorize else 255
+        entries.append(f'        <paletteEntry value="{c.id}" color="{c.color}" alpha="{alpha}"'
+                       f" label={quoteattr(c.name)}/>")
+    return (
+        "<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>\n"
+        '<qgis version="3.22.0" styleCategories="Symbology">\n'
+        "  <pipe>\n"
+        '    <rasterrenderer type="paletted" band="1" opacity="1" alphaBand="-1" nodataColor="">\n'
+        "      <rasterTransparency/>\n"
+        "      <colorPalette>\n" + "\n".join(entries) + "\n"
+        "      </colorPalette>\n"
+        "    </rasterrenderer>\n"
+        '    <brightnesscontrast brightness="0" contrast="0" gamma="1"/>\n'
+        '    <rasterresampler maxOversampling="2"/>\n'
+        "  </pipe>\n"
+        "  <blendMode>0</blendMode>\n"
+        "</qgis>\n"
+    )

@@ -30,9 +30,11 @@ import shapely
 from rasterio.errors import RasterioError
 from rasterio.transform import Affine
 
-from geoseg import _trace
+from geoseg import _command_module, _trace
 from geoseg.classes import NODATA, ClassList, SegClass, default_color, load_classes
 from geoseg.errors import GeosegError
+from geoseg.options import check_options
+from geoseg.raster import pixel_placement
 from geoseg.scheduler import open_runner, progress_bar, run_graph
 from geoseg.styles import fill_qml, write_layer_styles
 from geoseg.tiling import Chunk, chunk_grid
@@ -62,9 +64,7 @@ class VectorizeOptions:
     def __post_init__(self) -> None:
         if self.connectivity not in (4, 8):
             raise GeosegError(f"--connectivity must be 4 or 8, got {self.connectivity}")
-        for name in ("min_area", "fill_holes", "simplify"):
-            if getattr(self, name) < 0:
-                raise GeosegError(f"--{name.replace('_', '-')} must not be negative")
+        check_options(self)
 
 
 @dataclass(frozen=True)
@@ -526,7 +526,7 @@ def vectorize(raster: str | os.PathLike, output: str | os.PathLike, options: Vec
         raise GeosegError("no such file", raster)
     try:
         with rasterio.open(raster) as src:
-            dtype, crs, transform = src.dtypes[0], src.crs, src.transform
+            dtype, crs, transform = src.dtypes[0], src.crs, pixel_placement(src.crs, src.transform)
             height, width, nodata = src.height, src.width, src.nodata
     except RasterioError as exc:
         raise GeosegError(f"not a readable raster ({exc})", raster) from None
@@ -600,3 +600,6 @@ def _probs_beside(raster: str) -> str | None:
 
 
 __all__ = ["VectorizeOptions", "merge_pieces", "vectorize"]
+
+
+_command_module(__name__)  # ``geoseg.vectorize(...)`` calls vectorize() (see geoseg/__init__.py)

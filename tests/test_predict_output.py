@@ -88,7 +88,8 @@ def test_existing_outputs_are_skipped_unless_overwrite(linear_bundle, tmp_path):
     predict(linear_bundle, [str(tmp_path / "a.tif")], out, PredictOptions(progress=False, overwrite=True))
     with rasterio.open(res.classes) as src:
         assert src.read(1).shape == (64, 64)
-    assert sorted(p.name for p in out.iterdir()) == ["a.classes.tif"]  # no temporary files left
+    # no temporary files left: the COG, its QGIS style and its GDAL category names
+    assert sorted(p.name for p in out.iterdir()) == ["a.classes.qml", "a.classes.tif", "a.classes.tif.aux.xml"]
 
 
 @pytest.mark.parametrize("overviews", ["nearest", "mode"])
@@ -121,7 +122,8 @@ def test_nearest_overviews_cut_from_chunks_take_each_footprints_centre(linear_bu
     for chunk in (200, 2048):
         (res,) = predict(linear_bundle, [str(tmp_path / "s.tif")], tmp_path / f"o{chunk}",
                          PredictOptions(progress=False, chunk_size=chunk))
-        assert sorted(p.name for p in (tmp_path / f"o{chunk}").iterdir()) == ["s.classes.tif"]
+        assert sorted(p.name for p in (tmp_path / f"o{chunk}").iterdir()) == [
+            "s.classes.qml", "s.classes.tif", "s.classes.tif.aux.xml"]
         with rasterio.open(res.classes) as out:
             full = out.read(1)
             assert out.overviews(1) == [2, 4]  # 1750 -> 875 -> 438

@@ -5,7 +5,15 @@ from __future__ import annotations
 import click
 
 from geoseg.cli.main import debug_option
-from geoseg.cli.options import chunk_size_opt, classes_opt, overwrite_opt, progress_opt, scheduler_opt, workers_opt
+from geoseg.cli.options import (
+    allow_no_crs_opt,
+    chunk_size_opt,
+    classes_opt,
+    overwrite_opt,
+    progress_opt,
+    scheduler_opt,
+    workers_opt,
+)
 
 
 @click.command()
@@ -22,6 +30,11 @@ from geoseg.cli.options import chunk_size_opt, classes_opt, overwrite_opt, progr
 @click.option("--iou-threshold", type=float, default=0.5, show_default=True, help="Object match threshold.")
 @click.option("--grid-size", type=int, default=256, show_default=True, help="Audit grid cell in pixels.")
 @click.option("--allow-missing", is_flag=True, help="Skip scenes without a reference in folder runs.")
+@click.option("--resolution", type=float, default=None,
+              help="Vector against vector: rasterize both at this pixel size, in CRS units.")
+@click.option("--grid", type=click.Path(dir_okay=False), default=None,
+              help="Vector against vector: rasterize both onto this template raster's grid.")
+@allow_no_crs_opt
 @click.option("--no-audit", "audit", is_flag=True, flag_value=False, default=True, help="Skip audit.gpkg.")
 @chunk_size_opt
 @workers_opt
@@ -43,7 +56,15 @@ def evaluate(prediction, reference, output, ignore, object_classes, **opts) -> N
     except ValueError:
         raise GeosegError(f"--ignore must be comma-separated class ids, got {ignore!r}") from None
     objects = tuple(v.strip() for v in object_classes.split(",")) if object_classes else None
-    report = run(prediction, reference, output, EvaluateOptions(ignore=ignore_ids, object_classes=objects, **opts))
-    o = report["overall"]
-    click.echo(f"{output}: pixel accuracy {o['pixel_accuracy']:.4f}, mean IoU {o['mean_iou']:.4f}, "
-               f"area-weighted mean IoU {o['mean_iou_area']:.4f}")
+    options = EvaluateOptions(ignore=ignore_ids, object_classes=objects, **opts)
+    report = run(prediction, reference, output, options)
+    from pathlib import Path
+
+    from geoseg.report import headline
+
+    for line in headline(report):
+        click.echo(line)
+    out = Path(output)
+    click.echo(f"report: {out / 'report.html'} (also report.md, report.json)")
+    if options.audit:
+        click.echo(f"audit layers: {out / 'audit.gpkg'} (TP/FP/FN per class and an IoU grid; open in QGIS)")

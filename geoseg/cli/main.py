@@ -37,6 +37,13 @@ def cli(ctx: click.Context, debug: bool, verbose: bool) -> None:
     level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
     logging.basicConfig(level=level, stream=sys.stderr, format="geoseg: %(message)s")
     logging.getLogger("geoseg").setLevel(level)
+    if not (debug or verbose):
+        # Libraries' warnings (NotGeoreferencedWarning, pyogrio's, tqdm's) and Dask's log lines only with -v:
+        # geoseg says what matters in its own words.
+        import warnings
+
+        warnings.simplefilter("ignore")
+        logging.getLogger("distributed").setLevel(logging.CRITICAL)
 
 
 def debug_option(f):

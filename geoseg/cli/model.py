@@ -41,13 +41,30 @@ def init(architecture, encoder, bands, classes, mean, std, tile_size, overlap, g
 
 @model.command("info")
 @click.argument("bundle", type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="Print the full description (geoseg.json) instead.")
 @debug_option
-def info(bundle):
-    """Print a bundle's description after checking its weights load."""
-    from geoseg.bundle import load_bundle
+def info(bundle, as_json):
+    """Print a bundle's summary after checking its weights load (BUNDLE: a path or packaged name)."""
+    from geoseg.bundle import load_bundle, summarize
 
     b = load_bundle(bundle)
-    click.echo(json.dumps(b.meta.to_json(), indent=2))
+    click.echo(json.dumps(b.meta.to_json(), indent=2) if as_json else "\n".join([str(b.path), *summarize(b.meta)]))
+
+
+@model.command("list")
+@debug_option
+def list_models():
+    """The models packaged with geoseg; their names work wherever a bundle path does."""
+    from geoseg.bundle import read_meta
+    from geoseg.data import packaged_models
+
+    for name, path in packaged_models().items():
+        m = read_meta(path)
+        test = m.extra.get("test", {}).get("iou", {})
+        held = ", ".join(f"{k} IoU {v:.3f}" for k, v in test.items() if v is not None and k != "background")
+        gsd = f"{m.gsd:.2f} m" if m.gsd else "GSD ?"
+        click.echo(f"{name:<20} bands {','.join(map(str, m.bands)):<6} {gsd:<7} "
+                   f"classes {','.join(c.name for c in m.classes):<22} held-out: {held or 'not recorded'}")
 
 
 def _ints(text: str, name: str) -> tuple[int, ...]:

@@ -17,6 +17,8 @@ from geoseg.cli.vectorize import vectorize_options
 @probabilities_opt
 @click.option("--overviews", type=click.Choice(["nearest", "mode"]), default="nearest", show_default=True,
               help="Resampling of the class COG's overviews (mode: the most frequent class; slower).")
+@click.option("--strict", is_flag=True,
+              help="A scene that does not fit the model (band count, data type, value range, GSD) is an error.")
 @click.option("--vectorize", "do_vectorize", is_flag=True,
               help="Also vectorize each class raster into OUTPUT/NAME.gpkg (see geoseg vectorize).")
 @vectorize_options
@@ -36,9 +38,15 @@ def predict(bundle: str, inputs: tuple[str, ...], output: str, do_vectorize: boo
     options = PredictOptions(**opts)
     outs = run(bundle, list(inputs), output, options)
     for o in outs:
+        if o.skipped:
+            click.echo(f"skipped {Path(o.scene).name} (output exists; --overwrite to replace)")
+            continue
         click.echo(o.classes)
         if o.probabilities:
             click.echo(o.probabilities)
+    skipped = sum(o.skipped for o in outs)
+    click.echo(f"{len(outs) - skipped} scene{'s' if len(outs) - skipped != 1 else ''} predicted"
+               + (f", {skipped} skipped" if skipped else ""), err=True)
     if do_vectorize:
         from geoseg.vectorize import VectorizeOptions, vectorize
 

@@ -58,6 +58,7 @@ class ValidationConfig:
     block_size: int = 256
     fraction: float = 0.2  # of blocks held out, chosen by the seed, when holdout is empty
     holdout: list = field(default_factory=list)  # explicit [row, col] blocks held out
+    test: list = field(default_factory=list)  # [row, col] blocks neither trained on nor used to pick the epoch
     scenes: list = field(default_factory=list)  # separate validation scenes (SceneConfig mappings)
 
 
@@ -65,6 +66,9 @@ class ValidationConfig:
 class ModelConfig:
     architecture: str = "unet"
     encoder: str = "resnet18"
+    encoder_weights: str | None = None  # a weights file, or an installed source (efficientnet-lite0-imagenet)
+    encoder_weights_mapping: str | None = None  # timm, torchvision, efficientnet-pytorch (default: the source's)
+    init_from: str | None = None  # start from a bundle's weights (path or packaged name; stem adapted to the bands)
     chip_size: int = 256
     arch_params: dict = field(default_factory=dict)
     tile_size: int = 512
@@ -144,6 +148,38 @@ def _build(cls, data, where: str, source: str):
         raise GeosegError(f"{where or 'config'}: {exc}", source) from None
 
 
+def _all_bands(raw: dict, rel, src: str) -> list[int]:
+    """Without ``bands``: every band of the first image (a scene, or a chip of the chip folder)."""
+    import logging
+
+    first = None
+    if raw.get("scenes") and isinstance(raw["scenes"][0], dict) and raw["scenes"][0].get("image"):
+        first = Path(rel(raw["scenes"][0]["image"]))
+    elif isinstance(raw.get("chips"), dict) and raw["chips"].get("images"):
+        folder = Path(rel(raw["chips"]["images"]))
+        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".tif",
+                                                                         ".tiff")) if folder.is_dir() else []
+        first = files[0] if files else None
+    if first is None or not first.exists():
+        return [1]  # the scene check names the missing file
+    try:
+        if first.suffix.lower() in (".tif", ".tiff"):
+            import rasterio
+
+            with rasterio.open(first) as ds:
+                count = ds.count
+        else:
+            from PIL import Image
+
+            with Image.open(first) as im:
+                count = len(im.getbands())
+    except Exception:
+        return [1]  # unreadable: the scene check reports it
+    logging.getLogger("geoseg").warning("bands not given: training on all %d band%s of %s (bands: %s)", count,
+                                        "s" if count != 1 else "", first.name, list(range(1, count + 1)))
+    return list(range(1, count + 1))
+
+
 def load_config(path: str | Path) -> TrainConfig:
     path = Path(path)
     try:
@@ -176,7 +212,7 @@ def parse_config(raw: dict, path: Path) -> TrainConfig:
         c if isinstance(c, dict) else {"classes": c}, src)
     if not classes.is_contiguous():
         raise GeosegError("training classes must have ids 0..K-1 in order", src)
-    bands = raw.get("bands", [1])
+    bands = raw["bands"] if "bands" in raw else _all_bands(raw, rel, src)
     if not isinstance(bands, list) or not bands or not all(isinstance(b, int) and b >= 1 for b in bands):
         raise GeosegError(f"bands must be a list of 1-based band indexes, got {bands!r}", src)
 

@@ -35,7 +35,12 @@ class SceneSource:
     grid: Grid
     labels: RasterLabels | VectorLabels
     block: int
-    held_out: frozenset  # (row, col) blocks never used for training
+    held_out: frozenset  # (row, col) validation blocks, never used for training
+    test: frozenset = frozenset()  # (row, col) test blocks: neither trained on nor used to pick the epoch
+
+    @property
+    def excluded(self) -> frozenset:
+        return self.held_out | self.test
 
     def block_rows_cols(self) -> tuple[int, int]:
         return math.ceil(self.grid.height / self.block), math.ceil(self.grid.width / self.block)
@@ -44,7 +49,7 @@ class SceneSource:
         b = self.block
         for r in range(y // b, (y + size - 1) // b + 1):
             for c in range(x // b, (x + size - 1) // b + 1):
-                if (r, c) in self.held_out:
+                if (r, c) in self.excluded:
                     return False
         return True
 
@@ -54,37 +59,48 @@ class SceneSource:
         xs = np.arange(0, self.grid.width - size + 1, stride)
         ok = np.ones((len(ys), len(xs)), dtype=bool)
         b = self.block
-        for r, c in self.held_out:  # a chip touches block (r, c) when it overlaps its rows and columns
+        for r, c in self.excluded:  # a chip touches block (r, c) when it overlaps its rows and columns
             rows = (ys + size > r * b) & (ys < (r + 1) * b)
             cols = (xs + size > c * b) & (xs < (c + 1) * b)
             ok &= ~(rows[:, None] & cols[None, :])
         iy, ix = np.nonzero(ok)
         return np.stack([ys[iy], xs[ix]], axis=1)
 
-    def validation_windows(self) -> list[Window]:
+    def block_windows(self, blocks) -> list[Window]:
         b = self.block
         return [Window(c * b, r * b, min(b, self.grid.width - c * b), min(b, self.grid.height - r * b))
-                for r, c in sorted(self.held_out)]
+                for r, c in sorted(blocks)]
+
+    def validation_windows(self) -> list[Window]:
+        return self.block_windows(self.held_out)
+
+    def test_windows(self) -> list[Window]:
+        return self.block_windows(self.test)
 
     def training_windows(self) -> list[Window]:
         rows, cols = self.block_rows_cols()
-        b = self.block
-        return [Window(c * b, r * b, min(b, self.grid.width - c * b), min(b, self.grid.height - r * b))
-                for r in range(rows) for c in range(cols) if (r, c) not in self.held_out]
+        return self.block_windows((r, c) for r in range(rows) for c in range(cols) if (r, c) not in self.excluded)
 
 
-def split_blocks(grid: Grid, block: int, fraction: float, holdout: list, seed: int) -> frozenset:
-    """Blocks held out for validation: the listed ones, else a seeded ``fraction`` of all blocks."""
+def _listed_blocks(grid: Grid, block: int, listed: list, key: str) -> frozenset:
+    rows, cols = math.ceil(grid.height / block), math.ceil(grid.width / block)
+    held = {(int(r), int(c)) for r, c in listed}
+    bad = [b for b in held if not (0 <= b[0] < rows and 0 <= b[1] < cols)]
+    if bad:
+        raise GeosegError(f"validation.{key} block {list(bad[0])} is outside the {rows}x{cols} block grid")
+    return frozenset(held)
+
+
+def split_blocks(grid: Grid, block: int, fraction: float, holdout: list, seed: int,
+                 test: frozenset = frozenset()) -> frozenset:
+    """Blocks held out for validation: the listed ones, else a seeded ``fraction`` of the non-test blocks."""
     rows, cols = math.ceil(grid.height / block), math.ceil(grid.width / block)
     if holdout:
-        held = {(int(r), int(c)) for r, c in holdout}
-        bad = [b for b in held if not (0 <= b[0] < rows and 0 <= b[1] < cols)]
-        if bad:
-            raise GeosegError(f"validation.holdout block {list(bad[0])} is outside the {rows}x{cols} block grid")
-        return frozenset(held)
+        return _listed_blocks(grid, block, holdout, "holdout")
     n = max(1, round(fraction * rows * cols)) if fraction > 0 else 0
-    order = np.random.default_rng(seed).permutation(rows * cols)[:n]
-    return frozenset((int(i) // cols, int(i) % cols) for i in order)
+    order = [int(i) for i in np.random.default_rng(seed).permutation(rows * cols)
+             if (int(i) // cols, int(i) % cols) not in test][:n]
+    return frozenset((i // cols, i % cols) for i in order)
 
 
 def open_scene(sc: SceneConfig, cfg: TrainConfig, held_out: bool = True) -> SceneSource:
@@ -114,8 +130,12 @@ def open_scene(sc: SceneConfig, cfg: TrainConfig, held_out: bool = True) -> Scen
         except RasterioError as exc:
             raise GeosegError(f"not a readable raster ({exc})", lab.path) from None
     v = cfg.validation
-    held = split_blocks(grid, v.block_size, v.fraction, v.holdout, cfg.train.seed) if held_out else frozenset()
-    src = SceneSource(info, grid, labels, v.block_size, held)
+    test = _listed_blocks(grid, v.block_size, v.test, "test") if held_out else frozenset()
+    held = split_blocks(grid, v.block_size, v.fraction, v.holdout, cfg.train.seed, test) if held_out else frozenset()
+    if held & test:
+        raise GeosegError(f"validation.holdout and validation.test share block {list(sorted(held & test)[0])}",
+                          cfg.source)
+    src = SceneSource(info, grid, labels, v.block_size, held, test)
     if held_out and not len(src.chip_origins(chip, 1 if chip < 64 else 8)):
         raise GeosegError(f"no {chip} px chip fits outside the validation blocks; use smaller chips or blocks",
                           sc.image)
@@ -295,6 +315,14 @@ class ChipFolder(torch.utils.data.Dataset):
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    def image_dtype(self) -> str | None:
+        """The data type of the chips as stored (uint8 for PNG and JPEG)."""
+        from PIL import Image
+
+        if not self.names:
+            return None
+        return str(np.asarray(Image.open(self.images[self.names[0]])).dtype)
 
     def load(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         from PIL import Image

@@ -19,6 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import rasterio
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
@@ -29,7 +30,9 @@ from geoseg.errors import GeosegError
 from geoseg.inference import resolve_device
 from geoseg.metrics import class_scores, confusion, overall_scores
 from geoseg.models import create_model
-from geoseg.output import output_dir
+from geoseg.models.pretrained import load_encoder_weights
+from geoseg.output import output_dir, respect_umask
+from geoseg.raster import ground_sample_distance
 from geoseg.train.config import TrainConfig, load_config
 from geoseg.train.data import ChipFolder, SceneChips, band_statistics, open_scene, read_labels
 
@@ -116,6 +119,7 @@ def _save_checkpoint(out: Path, model, opt, sched, epoch: int, best: float, mean
         "epoch": epoch, "best": best, "mean": list(mean), "std": list(std), "param_groups": state["param_groups"],
         "optimizer_scalars": scalars, "scheduler": sched.state_dict(),
     }, default=float))
+    respect_umask(tmp)
     final = out / CHECKPOINT
     if final.exists():
         shutil.rmtree(final)
@@ -171,7 +175,9 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, progress: bool, stop_after
         else:
             mean, std = band_statistics(sources, cfg.bands)
         dataset = SceneChips(sources, cfg, mean, std)
-        gsd = float(sources[0].info.res[0]) if sources[0].grid.crs and sources[0].grid.crs.is_projected else None
+        gsd = ground_sample_distance(sources[0].info)
+        with rasterio.open(sources[0].info.path) as first:
+            input_info = {"dtype": first.dtypes[cfg.bands[0] - 1]}
     else:
         ch = cfg.chips
         probe = ChipFolder(ch.images, ch.masks, cfg, ignore_index=ch.ignore_index)
@@ -184,10 +190,24 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, progress: bool, stop_after
         dataset = ChipFolder(ch.images, ch.masks, cfg, mean, std, ch.ignore_index, names=train_names)
         val_sources = [("chips", val_names)]
         gsd = None
+        input_info = {"dtype": probe.image_dtype()}
 
+    has_validation = any(len(windows) for _, windows in val_sources)
+    if not has_validation:
+        log.warning("nothing is held out for validation (no validation blocks or scenes, or a single chip): "
+                    "every epoch's score would be NaN, so the last epoch is saved; set validation.fraction, "
+                    "validation.holdout or validation.scenes to pick the best epoch on held-out data")
     device = resolve_device(tc.device)
     torch.manual_seed(tc.seed)
     model = create_model(cfg.model.architecture, cfg.model.encoder, len(cfg.bands), k, cfg.model.arch_params)
+    provenance = {}
+    if cfg.model.encoder_weights:
+        provenance = load_encoder_weights(model, cfg.model.encoder_weights, cfg.model.encoder_weights_mapping,
+                                          base=Path(cfg.source).parent if cfg.source else None)
+        log.warning("encoder %s: pretrained weights from %s (%s mapping, %d tensors%s)", cfg.model.encoder,
+                    provenance["source"] or provenance["file"], provenance["mapping"], provenance["tensors"],
+                    f", stem adapted to {len(cfg.bands)} band(s)" if provenance["stem_adapted"] else "")
+    init = _init_from_bundle(model, cfg) if cfg.model.init_from else None
     model.to(device)
     if tc.optimizer == "adamw":
         opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
@@ -243,14 +263,24 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, progress: bool, stop_after
                opt.param_groups[0]["lr"], *[float(v) for v in per["iou"]]]
         with open(metrics_path, "a", newline="") as f:
             csv.writer(f).writerow(row)
-        log.warning("epoch %d/%d: loss %.4f, validation mIoU %.4f", epoch + 1, tc.epochs, row[1], miou)
+        if has_validation:
+            log.warning("epoch %d/%d: loss %.4f, validation mIoU %.4f", epoch + 1, tc.epochs, row[1], miou)
+        else:
+            log.warning("epoch %d/%d: loss %.4f", epoch + 1, tc.epochs, row[1])
         score = -1.0 if np.isnan(miou) else miou
-        if score > best or not (out / META_NAME).exists():
+        # Without validation data the last epoch is the model.
+        if score > best or not has_validation or not (out / META_NAME).exists():
             best = max(best, score)
             extra = {"validation": {"epoch": epoch + 1, **scores,
                                     "iou": {c.name: (None if np.isnan(v) else float(v))
                                             for c, v in zip(cfg.classes, per["iou"])}},
                      "train_config": _jsonable(cfg.raw)}
+            if provenance:
+                extra["encoder_weights"] = provenance
+            if init:
+                extra["init_from"] = init
+            if input_info.get("dtype"):
+                extra["input"] = input_info
             save_bundle(model, replace(meta, extra=extra), out / ".bundle-new", overwrite=True,
                         dtype=torch.float16 if tc.half_weights else None)
             for f in ("geoseg.json", "model.safetensors"):
@@ -258,8 +288,62 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, progress: bool, stop_after
             shutil.rmtree(out / ".bundle-new", ignore_errors=True)
         _save_checkpoint(out, model, opt, sched, epoch, best, mean, std)
         if stop_after is not None and epoch + 1 >= stop_after:
-            break
+            return out
+    if cfg.scenes and any(s.test for s in sources):
+        _score_test_blocks(out, [(s, s.test_windows()) for s in sources if s.test], cfg, device)
     return out
+
+
+def _init_from_bundle(model, cfg: TrainConfig) -> dict:
+    """Start from another bundle's weights (fine-tuning); its first convolution is adapted to this band count."""
+    from safetensors.torch import load_file as load_weights
+
+    from geoseg.bundle import WEIGHTS_NAME, read_meta, resolve_bundle
+    from geoseg.models.pretrained import adapt_stem
+
+    path = resolve_bundle(cfg.model.init_from)
+    src = read_meta(path)
+    if (src.architecture, src.encoder) != (cfg.model.architecture.lower(), cfg.model.encoder):
+        raise GeosegError(f"model.init_from is a {src.architecture}/{src.encoder} bundle; this config trains "
+                          f"{cfg.model.architecture}/{cfg.model.encoder}", path)
+    state = load_weights(str(path / WEIGHTS_NAME))
+    own = model.state_dict()
+    load, adapted = {}, []
+    for k, t in own.items():
+        if k not in state:
+            raise GeosegError(f"model.init_from lacks tensor {k} (a different model configuration?)", path)
+        v = state[k]
+        if v.ndim == 4 and v.shape[1] == 3 and t.shape[1] != 3 and v.shape[0] == t.shape[0]:
+            v = adapt_stem(v.float(), t.shape[1])
+            adapted.append(k)
+        if tuple(v.shape) != tuple(t.shape):
+            raise GeosegError(f"model.init_from: tensor {k} has shape {tuple(v.shape)}, this model needs "
+                              f"{tuple(t.shape)} (another class count or decoder?)", path)
+        load[k] = v.to(t.dtype)
+    model.load_state_dict(load, strict=True)
+    log.warning("starting from the weights of %s%s", path.name, f" (stem adapted to {len(cfg.bands)} band(s))"
+                if adapted else "")
+    return {"bundle": path.name, "stem_adapted": adapted}
+
+
+def _score_test_blocks(out: Path, test_sources, cfg: TrainConfig, device) -> None:
+    """Score the saved (best-epoch) bundle on the test blocks and record it in its ``geoseg.json``."""
+    from geoseg.bundle import load_bundle
+
+    bundle = load_bundle(out)
+    model = bundle.model.to(device)
+    cm = validate(model, test_sources, cfg, bundle.meta.mean, bundle.meta.std, device)
+    scores, per = overall_scores(cm), class_scores(cm)
+    test = {"blocks": sorted([list(b) for s, _ in test_sources for b in s.test]), **scores,
+            "iou": {c.name: (None if np.isnan(v) else float(v)) for c, v in zip(cfg.classes, per["iou"])}}
+    meta_path = out / META_NAME
+    data = json.loads(meta_path.read_text())
+    data.setdefault("extra", {})["test"] = test
+    tmp = meta_path.with_name(f".{META_NAME}.{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, meta_path)
+    log.warning("test blocks (never trained on, not used to pick the epoch): %s", ", ".join(
+        f"{k} IoU {v:.4f}" for k, v in test["iou"].items() if v is not None))
 
 
 @torch.inference_mode()

@@ -1,0 +1,76 @@
+"""Open a class raster and an audit grid in real QGIS (PyQGIS) and report what a user sees.
+
+Run by tests/test_qgis.py with Debian's /usr/bin/python3 and QT_QPA_PLATFORM=offscreen:
+
+    python3 qgis_layers_check.py --raster NAME.classes.tif [--grid audit.gpkg --png grid.png]
+
+Prints one JSON line per layer: the raster's renderer, its legend entries (label, colour,
+alpha); the grid's renderer and the colour rendered at the centre of each cell.
+"""
+
+import json
+import os
+import sys
+
+from qgis.core import (
+    QgsApplication,
+    QgsMapRendererParallelJob,
+    QgsMapSettings,
+    QgsRasterLayer,
+    QgsVectorLayer,
+)
+from qgis.PyQt.QtCore import QSize
+from qgis.PyQt.QtGui import QColor
+
+
+def raster(path):
+    layer = QgsRasterLayer(path, "classes")  # loads NAME.qml beside NAME.tif as its default style
+    assert layer.isValid(), "raster layer is not valid"
+    r = layer.renderer()
+    entries = [{"value": c.value, "label": c.label, "color": c.color.name(), "alpha": c.color.alpha()}
+               for c in r.classes()] if r.type() == "paletted" else []
+    legend = [label for label, _ in r.legendSymbologyItems()]
+    print(json.dumps({"layer": "raster", "renderer": r.type(), "classes": entries, "legend": legend}), flush=True)
+
+
+def grid(gpkg, png):
+    layer = QgsVectorLayer(f"{gpkg}|layername=iou_grid", "iou_grid", "ogr")
+    assert layer.isValid(), "grid layer is not valid"
+    settings = QgsMapSettings()
+    settings.setLayers([layer])
+    settings.setDestinationCrs(layer.crs())
+    settings.setExtent(layer.extent())
+    settings.setOutputSize(QSize(400, 400))
+    settings.setBackgroundColor(QColor(255, 255, 255))
+    job = QgsMapRendererParallelJob(settings)
+    job.start()
+    job.waitForFinished()
+    image = job.renderedImage()
+    image.save(png, "PNG")
+    cells = []
+    for f in layer.getFeatures():
+        c = f.geometry().centroid().asPoint()
+        px = settings.mapToPixel().transform(c)
+        colour = image.pixelColor(int(px.x()), int(px.y()))
+        iou = f["mean_iou"]
+        cells.append({"mean_iou": None if iou is None or str(iou) == "NULL" else float(iou),
+                      "rgb": [colour.red(), colour.green(), colour.blue()]})
+    print(json.dumps({"layer": "iou_grid", "renderer": layer.renderer().type(), "cells": cells}), flush=True)
+
+
+def main(argv):
+    app = QgsApplication([], False)
+    app.initQgis()
+    if "--raster" in argv:
+        raster(argv[argv.index("--raster") + 1])
+    if "--grid" in argv:
+        grid(argv[argv.index("--grid") + 1], argv[argv.index("--png") + 1])
+
+
+if __name__ == "__main__":
+    try:
+        main(sys.argv[1:])
+    except AssertionError as exc:
+        print(f"FAILED: {exc}", flush=True)
+        os._exit(1)
+    os._exit(0)  # headless PyQGIS 3.22 can crash in Qt's teardown after a successful run

@@ -1,0 +1,95 @@
+"""The packaged bundles load, and their predictions on held-out data reproduce the README's figures.
+
+Each figure goes through the same tiled ``predict`` + ``evaluate`` path as ``make demo``.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+
+import geoseg.data
+from geoseg.bundle import load_bundle
+from geoseg.evaluate import EvaluateOptions, evaluate
+from geoseg.predict import PredictOptions, predict
+
+ROOT = Path(__file__).resolve().parents[1]
+CLASSES = str(ROOT / "configs" / "classes" / "buildings.yaml")
+
+
+def readme_figures(model: str, data: str) -> tuple[float, float]:
+    """``(building IoU, object F1)`` from the README's packaged-models table row for ``model`` on ``data``."""
+    pattern = rf"\| `{re.escape(model)}` \|[^\n]*\| {re.escape(data)} \| \*\*([0-9.]+)\*\* \| ([0-9.]+) \|"
+    m = re.search(pattern, (ROOT / "README.md").read_text())
+    assert m, f"README.md states no figures for {model} on {data}"
+    return float(m.group(1)), float(m.group(2))
+
+
+def scores(report: dict) -> tuple[float, float]:
+    b = next(c for c in report["classes"] if c["name"] == "building")
+    return b["iou"], report["objects"]["building"]["f1"]
+
+
+@pytest.mark.parametrize("name,bands,dtype", [("buildings-rgb", (1, 2, 3), "uint8"),
+                                              ("atlanta-buildings", (1,), "uint16")])
+def test_packaged_bundles_load_small_pretrained_and_without_pickle(name, bands, dtype):
+    b = load_bundle(name)
+    assert b.meta.architecture == "unet" and b.meta.bands == bands and b.meta.extra["input"]["dtype"] == dtype
+    assert [c.name for c in b.meta.classes] == ["background", "building"]
+    assert b.meta.extra["encoder_weights"]["source"] == "efficientnet-lite0-imagenet"
+    assert b.meta.extra["test"]["iou"]["building"] > 0  # scored on its test blocks when it was trained
+    path = geoseg.data.packaged_models()[name]
+    assert sum(f.stat().st_size for f in path.iterdir()) <= 20 * 1024 * 1024
+    assert not list(path.glob("*.pt*"))
+
+
+def test_buildings_rgb_on_the_held_out_rio_crop(tmp_path):
+    (out,) = predict("buildings-rgb", [str(geoseg.data.RIO_IMAGE)], tmp_path / "pred", PredictOptions(progress=False))
+    rep = evaluate(out.classes, geoseg.data.RIO_LABELS, tmp_path / "audit",
+                   EvaluateOptions(reference_class="building", progress=False, audit=False))
+    iou, f1 = scores(rep)
+    want_iou, want_f1 = readme_figures("buildings-rgb", "held-out Rio crop (the demo)")
+    assert iou == pytest.approx(want_iou, abs=0.01) and f1 == pytest.approx(want_f1, abs=0.01)
+
+
+def test_buildings_rgb_on_the_15_rio_chips(shared_data, tmp_path):
+    """An independent test from another part of the city: the 15 SpaceNet chips with building masks."""
+    src = shared_data / "spacenet_buildings_exploration"
+    (tmp_path / "chips").mkdir()
+    (tmp_path / "ref").mkdir()
+    for img in sorted((src / "3band").glob("*.tif")):
+        with rasterio.open(img) as s:
+            pixels, profile = s.read(), s.profile
+        with rasterio.open(src / "building_mask_vis" / img.name) as m:
+            mask = m.read(1, masked=False)  # the masks declare nodata=0: read them unmasked
+        ref = (mask > 0).astype(np.uint8)
+        ref[(pixels == 0).all(0)] = 255  # off-scene pixels (0 in every band) are not scored
+        profile.update(count=1, dtype="uint8", nodata=255)
+        with rasterio.open(tmp_path / "ref" / img.name, "w", **profile) as dst:
+            dst.write(ref, 1)
+        shutil.copy(img, tmp_path / "chips" / img.name)
+    predict("buildings-rgb", [str(tmp_path / "chips")], tmp_path / "pred", PredictOptions(progress=False))
+    rep = evaluate(tmp_path / "pred", tmp_path / "ref", tmp_path / "audit",
+                   EvaluateOptions(classes=CLASSES, progress=False, audit=False))
+    assert len(rep["scenes"]) == 15
+    assert sum(rep["objects"]["building"][k] for k in ("tp", "fn")) == 529  # the chips' buildings (SOURCES.md)
+    iou, f1 = scores(rep)
+    want_iou, want_f1 = readme_figures("buildings-rgb", "15 Rio chips, another part of the city")
+    assert iou == pytest.approx(want_iou, abs=0.01) and f1 == pytest.approx(want_f1, abs=0.01)
+
+
+def test_atlanta_buildings_on_its_held_out_third(tmp_path):
+    (out,) = predict("atlanta-buildings", [str(geoseg.data.ATLANTA_IMAGE)], tmp_path / "pred",
+                     PredictOptions(progress=False))
+    rep = evaluate(out.classes, geoseg.data.ATLANTA_LABELS, tmp_path / "audit",
+                   EvaluateOptions(reference_class="building", aoi=str(ROOT / "configs/train/atlanta_holdout.geojson"),
+                                   progress=False, audit=False))
+    assert sum(map(sum, rep["confusion_m2"])) == pytest.approx(300 * 900 * 0.25)  # the right third
+    iou, f1 = scores(rep)
+    want_iou, want_f1 = readme_figures("atlanta-buildings", "held-out right third of the Atlanta chip")
+    assert iou == pytest.approx(want_iou, abs=0.01) and f1 == pytest.approx(want_f1, abs=0.01)
