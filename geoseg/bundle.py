@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -27,7 +26,7 @@ from geoseg import __version__
 from geoseg.classes import ClassList
 from geoseg.errors import GeosegError
 from geoseg.models import create_model, output_stride
-from geoseg.output import respect_umask
+from geoseg.output import clean_stale, respect_umask, tmp_folder
 
 META_NAME = "geoseg.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -204,7 +203,8 @@ def save_bundle(model: nn.Module, meta: BundleMeta, path: str | os.PathLike, ove
     parent = path.parent if str(path.parent) else Path(".")
     try:
         parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=parent))
+        clean_stale(parent)
+        tmp = tmp_folder(parent, path.name)
     except OSError as exc:
         raise GeosegError(f"cannot write here ({exc.strerror})", parent) from None
     try:

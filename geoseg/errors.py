@@ -18,3 +18,7 @@ class GeosegError(Exception):
         self.path = None if path is None else os.fspath(path)
         text = " ".join(str(message).split())  # always one line
         super().__init__(f"{self.path}: {text}" if self.path else text)
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived: unwinds like Ctrl-C (temporaries are discarded on the way out), exit status 143."""

@@ -32,7 +32,7 @@ from geoseg.errors import GeosegError
 from geoseg.labels import VECTOR_SUFFIXES, Grid, RasterLabels, VectorLabels, is_vector, read_vectors
 from geoseg.metrics import Confusion, match_objects
 from geoseg.options import check_options
-from geoseg.output import output_dir
+from geoseg.output import clean_stale, output_dir, tmp_folder, vector_write_errors, write_error
 from geoseg.scheduler import open_runner, progress_bar, run_graph
 from geoseg.tiling import Chunk, chunk_grid
 
@@ -462,11 +462,20 @@ class _CodeWriters:
         profile = dict(driver="GTiff", width=grid.width, height=grid.height, count=1, dtype="uint8", nodata=NODATA,
                        crs=grid.crs, transform=grid.transform, tiled=True, blockxsize=512, blockysize=512,
                        compress="ZSTD")
-        self.ds = [rasterio.open(p, "w", **profile) for p in self.paths]
+        self.ds = []
+        try:
+            for p in self.paths:
+                self.ds.append(rasterio.open(p, "w", **profile))
+        except (RasterioError, OSError) as exc:
+            self.discard()
+            raise write_error(exc, folder.parent / "audit.gpkg") from None
 
     def write(self, codes: np.ndarray, win: Window) -> None:
-        for ds, arr in zip(self.ds, codes):
-            ds.write(arr, 1, window=win)
+        try:
+            for ds, arr in zip(self.ds, codes):
+                ds.write(arr, 1, window=win)
+        except (RasterioError, OSError) as exc:
+            raise write_error(exc, self.paths[0].parent.parent / "audit.gpkg") from None
 
     def close(self) -> list[Path]:
         for ds in self.ds:
@@ -529,6 +538,7 @@ def evaluate(prediction: str | os.PathLike, reference: str | os.PathLike, output
         raise GeosegError("no such file or folder", prediction)
     if not os.path.exists(reference):
         raise GeosegError("no such file or folder", reference)
+    clean_stale(out)  # a killed run's audit folder does not make the output folder "not empty"
     if out.exists() and any(out.iterdir()) and not options.overwrite:
         raise GeosegError("output folder is not empty; pass --overwrite to replace its reports", out)
     if os.path.isdir(prediction) != os.path.isdir(reference):
@@ -538,7 +548,7 @@ def evaluate(prediction: str | os.PathLike, reference: str | os.PathLike, output
     pairs = pair_scenes(prediction, reference, options.allow_missing) if os.path.isdir(prediction) \
         else [(prediction, reference)]
     with output_dir(out):
-        work = Path(tempfile.mkdtemp(prefix=".geoseg-audit-", dir=out))
+        work = tmp_folder(out, "audit")
         try:
             results, classes, audits = [], None, []
             with open_runner(options.scheduler, options.workers, client) as runner:
@@ -551,11 +561,17 @@ def evaluate(prediction: str | os.PathLike, reference: str | os.PathLike, output
             if options.audit:
                 from geoseg.audit import write_audit
 
-                write_audit(work / "audit.gpkg", audits, classes, options)
-            write_reports(report, results, classes, work)
-            for f in work.iterdir():
-                if not f.name.startswith("."):
-                    os.replace(f, out / f.name)
+                try:
+                    write_audit(work / "audit.gpkg", audits, classes, options)
+                except vector_write_errors() as exc:
+                    raise write_error(exc, out / "audit.gpkg") from None
+            try:
+                write_reports(report, results, classes, work)
+                for f in work.iterdir():
+                    if not f.name.startswith("."):
+                        os.replace(f, out / f.name)
+            except vector_write_errors() as exc:
+                raise write_error(exc, out) from None
         finally:
             import shutil
 

@@ -16,8 +16,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import os
+import re
+import shutil
+import tempfile
 import threading
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -33,10 +37,62 @@ from geoseg.errors import GeosegError
 from geoseg.raster import SceneInfo
 
 BLOCK = 512
+log = logging.getLogger("geoseg")
 
 
-def _tmp_name(final: Path, tag: str) -> Path:
-    return final.with_name(f".{final.name}.{os.getpid()}-{threading.get_ident()}.{tag}")
+# Every temporary file or folder geoseg writes is named ``.NAME.geoseg-tmp-PID-UNIQUE.TAG``: the
+# owner's PID in the name tells a later run whether the owner is still alive (see clean_stale).
+_TMP = re.compile(r"\.geoseg-tmp-(\d+)-")
+
+
+def tmp_name(final: Path, tag: str) -> Path:
+    """A hidden temporary name beside ``final``, unique to this process and thread."""
+    return final.with_name(f".{final.name}.geoseg-tmp-{os.getpid()}-{threading.get_ident()}.{tag}")
+
+
+def tmp_folder(parent: Path, tag: str) -> Path:
+    """A new hidden temporary folder in ``parent`` under the same scheme (mode from the umask)."""
+    path = parent / f".{tag}.geoseg-tmp-{os.getpid()}-{next(tempfile._get_candidate_names())}"
+    path.mkdir()
+    return path
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's live process
+    return True
+
+
+def is_stale(path: Path) -> bool:
+    """A geoseg temporary whose owner process is gone (killed, crashed, out of power)."""
+    m = _TMP.search(path.name)
+    return bool(m) and not _alive(int(m.group(1)))
+
+
+def clean_stale(folder: Path) -> list[Path]:
+    """Remove the temporaries that dead geoseg processes left in ``folder``; a live run's are kept."""
+    removed = []
+    if not folder.is_dir():
+        return removed
+    for p in folder.iterdir():
+        if p.name.startswith(".") and is_stale(p):
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+            removed.append(p)
+    if removed:
+        log.info("%s: removed %d temporaries of dead runs", folder, len(removed))
+    return removed
+
+
+_tmp_name = tmp_name
 
 
 class ChunkWriter:
@@ -71,10 +127,13 @@ class ChunkWriter:
         arr = arr if arr.ndim == 3 else arr[None]
         levels = [(ds, *_nearest_part(arr, window, f, self.height, self.width)) for f, _, ds in self._levels]
         with self._lock:
-            self._ds.write(arr, window=window)
-            for ds, part, win in levels:
-                if part.size:
-                    ds.write(part, window=win)
+            try:
+                self._ds.write(arr, window=window)
+                for ds, part, win in levels:
+                    if part.size:
+                        ds.write(part, window=win)
+            except (rasterio.errors.RasterioError, OSError) as exc:
+                raise write_error(exc, self.final) from None
 
     def close(self) -> rasterio.io.DatasetWriter:
         for _, _, level in self._levels:
@@ -107,11 +166,13 @@ class ChunkWriter:
         return vrt
 
     def finish_cog(self, decorate, resampling: str) -> Path:
-        """Decorate the temporary file, copy it to a COG and rename it into place."""
+        """Decorate the temporary file, copy it to a COG, check both, and rename it into place."""
         try:
             with self._lock:
                 decorate(self._ds)
                 self.close()
+            for path in [self.tmp, *(p for _, p, _ in self._levels)]:
+                verify_tiff(path, self.final)
             partial = _tmp_name(self.final, "cog.tif")
             source, options = self.tmp, dict(OVERVIEW_RESAMPLING=resampling)
             if self._levels and resampling == "NEAREST":
@@ -122,12 +183,64 @@ class ChunkWriter:
                         source, partial, driver="COG", COMPRESS="DEFLATE", BLOCKSIZE=BLOCK,
                         NUM_THREADS="ALL_CPUS", BIGTIFF="IF_SAFER", **options,
                     )
+                verify_tiff(partial, self.final)
                 os.replace(partial, self.final)
+            except (rasterio.errors.RasterioError, OSError) as exc:
+                raise write_error(exc, self.final) from None
             finally:
                 partial.unlink(missing_ok=True)
         finally:
             self.discard()
         return self.final
+
+
+def write_error(exc: Exception, final: Path) -> GeosegError:
+    """One line for a failed write; the disk being full is named as such."""
+    import shutil as _shutil
+
+    try:
+        free = _shutil.disk_usage(final.parent).free
+    except OSError:
+        free = None
+    if free is not None and free < 1 << 20:
+        return GeosegError(f"cannot write output: no space left on the device ({free} bytes free)", final)
+    return GeosegError(f"cannot write output ({' '.join(str(exc).split())[:200]})", final)
+
+
+def vector_write_errors() -> tuple[type[BaseException], ...]:
+    """What pyogrio and SQLite raise when a GeoPackage cannot be written (a full or read-only disk)."""
+    import sqlite3
+
+    import pyogrio.errors as pe
+
+    return (pe.DataSourceError, pe.DataLayerError, pe.FeatureError, pe.FieldError, pe.GeometryError,
+            sqlite3.Error, OSError)
+
+
+def verify_tiff(path: Path, final: Path) -> None:
+    """Every tile of every band and overview is in the file, whole: writes GDAL could only report as log lines
+    (a full disk while flushing its cache) are caught here, before anything is renamed into place.
+
+    A tile GDAL failed to write has offset 0 (a sparse tile reads as zeros) or ends past the file's end.
+    """
+    size = os.path.getsize(path)
+    try:
+        with rasterio.open(path) as src:
+            levels = [src.overviews(1)]
+        for level in range(-1, len(levels[0])):
+            opts = {} if level < 0 else {"OVERVIEW_LEVEL": level}
+            with rasterio.open(path, **opts) as src:
+                bw, bh = src.block_shapes[0][1], src.block_shapes[0][0]
+                for b in range(1, src.count + 1):
+                    for row in range(-(-src.height // bh)):
+                        for col in range(-(-src.width // bw)):
+                            off = src.get_tag_item(f"BLOCK_OFFSET_{col}_{row}", "TIFF", bidx=b)
+                            n = src.get_tag_item(f"BLOCK_SIZE_{col}_{row}", "TIFF", bidx=b)
+                            if not off or not n or int(off) == 0 or int(off) + int(n) > size:
+                                raise GeosegError("cannot write output: the file is incomplete (was the disk "
+                                                  f"full?): tile {col},{row} of band {b} is missing", final)
+    except rasterio.errors.RasterioError as exc:
+        raise write_error(exc, final) from None
 
 
 def overview_factors(height: int, width: int) -> list[int]:
@@ -240,6 +353,17 @@ def decorate_probabilities(classes: ClassList):
     return apply
 
 
+def check_writable(folder: Path) -> None:
+    """Clean up dead runs' temporaries and prove ``folder`` takes a file, before any work is done."""
+    try:
+        clean_stale(folder)
+        probe = tmp_name(folder / "write-test", "probe")
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise GeosegError(f"output directory is not writable ({exc.strerror or exc})", folder) from None
+
+
 @contextlib.contextmanager
 def output_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Create the output directory and check it is writable, before any work.
@@ -252,11 +376,9 @@ def output_dir(path: str | os.PathLike) -> Iterator[Path]:
     created = [d for d in (out, *out.parents) if not d.exists()]  # deepest first
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".geoseg-write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
     except OSError as exc:
         raise GeosegError(f"output directory is not writable ({exc.strerror or exc})", out) from None
+    check_writable(out)
     try:
         yield out
     except BaseException:

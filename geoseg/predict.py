@@ -32,7 +32,14 @@ from geoseg.fit import check_fit
 from geoseg.inference import get_predictor
 from geoseg.inputs import output_stem, resolve_inputs
 from geoseg.options import check_options
-from geoseg.output import ChunkWriter, decorate_classes, decorate_probabilities, output_dir, write_class_sidecars
+from geoseg.output import (
+    ChunkWriter,
+    class_sidecars,
+    decorate_classes,
+    decorate_probabilities,
+    output_dir,
+    write_class_sidecars,
+)
 from geoseg.raster import SceneInfo, gdal_cache, inspect_scene, read_window
 from geoseg.scheduler import Runner, open_runner, progress_bar, run_graph
 from geoseg.tiling import Block, TileGrid, pad_tile
@@ -350,6 +357,9 @@ def predict_scene(info: SceneInfo, bundle: str | os.PathLike, classes: ClassList
         bar.close()
         for w in writers:
             w.discard()
+        if not out.classes.exists():  # the sidecars of a raster that never came
+            for p in class_sidecars(out.classes):
+                p.unlink(missing_ok=True)
         raise
     return out
 

@@ -16,6 +16,7 @@ chunk size and the number of polygons, not the raster size.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -34,6 +35,7 @@ from geoseg import _command_module, _trace
 from geoseg.classes import NODATA, ClassList, SegClass, default_color, load_classes
 from geoseg.errors import GeosegError
 from geoseg.options import check_options
+from geoseg.output import check_writable, tmp_name, vector_write_errors, write_error
 from geoseg.raster import pixel_placement
 from geoseg.scheduler import open_runner, progress_bar, run_graph
 from geoseg.styles import fill_qml, write_layer_styles
@@ -555,8 +557,8 @@ def vectorize(raster: str | os.PathLike, output: str | os.PathLike, options: Vec
     job = VectorJob(raster, probs, prob_band, tuple(sorted(exclude)), options.connectivity)
 
     grid = chunk_grid(height, width, options.chunk_size)
-    tmp = output.with_name(f".{output.name}.{os.getpid()}.partial.gpkg")
-    tmp.unlink(missing_ok=True)
+    check_writable(output.parent)
+    tmp = tmp_name(output, "partial.gpkg")
     measure = _Measure(crs, transform)
     writer = _LayerWriter(tmp, classes, crs, measure, options.source or Path(raster).name, options)
     collector = _Collector(grid, options.connectivity == 8, writer, hold_all=False)
@@ -579,15 +581,24 @@ def vectorize(raster: str | os.PathLike, output: str | os.PathLike, options: Vec
         styles = writer.close(wanted)
         write_layer_styles(tmp, styles)
         os.replace(tmp, output)
+    except vector_write_errors() as exc:
+        _discard(tmp, bar)
+        raise write_error(exc, output) from None
     except BaseException:
-        bar.close()
-        tmp.unlink(missing_ok=True)
+        _discard(tmp, bar)
         raise
     unknown = sorted(v for v in collector.values if v not in exclude and classes.by_id(v) is None)
     if unknown:
         log.warning("%s: class ids %s are not in the class list; vectorized as %s", raster,
                     ", ".join(map(str, unknown)), ", ".join(f"class_{v}" for v in unknown))
     return output
+
+
+def _discard(tmp: Path, bar) -> None:
+    bar.close()
+    for p in (tmp, tmp.with_name(tmp.name + "-journal"), tmp.with_name(tmp.name + "-wal")):
+        with contextlib.suppress(OSError):
+            p.unlink(missing_ok=True)
 
 
 def _probs_beside(raster: str) -> str | None:

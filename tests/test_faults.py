@@ -87,3 +87,146 @@ def test_outputs_written_into_the_input_folder_never_become_inputs(linear_bundle
     names = sorted(p.name for p in folder.iterdir())
     assert names == ["a.classes.qml", "a.classes.tif", "a.classes.tif.aux.xml", "a.tif"], names
     assert any("output folder is also an input folder" in rec.getMessage() for rec in caplog.records)
+
+
+# -- kills and reruns: real processes, signals sent once temporaries exist ----------------------------------------
+
+def start_predict(bundle, scene, out, *extra):
+    import subprocess
+    import sys
+
+    return subprocess.Popen([sys.executable, "-m", "geoseg", "predict", str(bundle), str(scene), "-o", str(out),
+                             "--no-progress", "--chunk-size", "256", "--workers", "1", *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_temporaries(proc, out, timeout=120.0):
+    import time
+
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if out.is_dir() and any(".geoseg-tmp-" in p.name for p in out.iterdir()):
+            return
+        assert proc.poll() is None, f"finished before its temporaries were seen: {proc.communicate()}"
+        time.sleep(0.02)
+    raise AssertionError("no temporaries appeared")
+
+
+@pytest.fixture(scope="module")
+def slow_scene(tmp_path_factory, unet_bundle):
+    """A scene big enough that a 64 px U-Net takes seconds on it, and its output from an uninterrupted run."""
+    folder = tmp_path_factory.mktemp("slow")
+    scene = write_scene(folder / "big.tif", structured_scene(800, 800, seed=9))
+    (out,) = predict(unet_bundle, [str(scene)], folder / "clean", PredictOptions(progress=False, chunk_size=256,
+                                                                                  workers=1))
+    return scene, out.classes.read_bytes()
+
+
+@pytest.mark.parametrize("sig,code,line", [("SIGTERM", 143, "geoseg: terminated"),
+                                           ("SIGINT", 130, "geoseg: interrupted")])
+def test_sigterm_and_sigint_clean_up_and_say_one_line(unet_bundle, slow_scene, tmp_path, sig, code, line):
+    import signal
+
+    scene, _ = slow_scene
+    proc = start_predict(unet_bundle, scene, tmp_path / "out")
+    wait_for_temporaries(proc, tmp_path / "out")
+    proc.send_signal(getattr(signal, sig))
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == code, err
+    assert err.strip() == line, err
+    # nothing half-written, no temporaries; the folder the run created is gone again
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+def test_a_rerun_after_kill_9_removes_the_dead_runs_temporaries_and_matches_a_clean_run(unet_bundle, slow_scene,
+                                                                                     tmp_path):
+    scene, clean = slow_scene
+    out = tmp_path / "out"
+    proc = start_predict(unet_bundle, scene, out)
+    wait_for_temporaries(proc, out)
+    proc.kill()
+    proc.wait()
+    left = [p.name for p in out.iterdir()]
+    assert left and all(".geoseg-tmp-" in n for n in left) and "big.classes.tif" not in left
+    again = start_predict(unet_bundle, scene, out)
+    _, err = again.communicate(timeout=300)
+    assert again.returncode == 0, err
+    assert sorted(p.name for p in out.iterdir()) == ["big.classes.qml", "big.classes.tif", "big.classes.tif.aux.xml"]
+    assert (out / "big.classes.tif").read_bytes() == clean
+
+
+def test_a_killed_evaluate_does_not_block_the_rerun(tmp_path):
+    """A dead run's audit folder is a temporary, not content: the same command runs again without --overwrite."""
+    import subprocess
+    import sys
+
+    arr = np.zeros((64, 64), np.uint8)
+    arr[5:20, 5:20] = 1
+    write_classes(tmp_path / "c.tif", arr)
+    out = tmp_path / "rep"
+    out.mkdir()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # a PID that no longer runs
+    (out / f".audit.geoseg-tmp-{dead.pid}-abc123").mkdir()
+    (out / f".audit.geoseg-tmp-{dead.pid}-abc123" / "audit.gpkg").write_bytes(b"half")
+    r = run_cli("evaluate", tmp_path / "c.tif", tmp_path / "c.tif", "-o", out, "--no-progress")
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in out.iterdir()) == ["audit.gpkg", "report.html", "report.json", "report.md"]
+
+
+# -- full and read-only file systems (real mounts; skipped with the reason where mounting is not allowed) --------
+
+@pytest.fixture()
+def small_disk(tmp_path):
+    """A 300 KiB tmpfs, mounted for the test and unmounted after it."""
+    import subprocess
+
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(mnt)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (root needed): {r.stderr.strip()}")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def noise_scene(path, n=1500):
+    return write_scene(path, np.random.default_rng(0).integers(1, 255, (3, n, n)).astype(np.uint8))
+
+
+def test_predict_onto_a_full_disk_fails_with_one_line_and_leaves_nothing(linear_bundle, tmp_path, small_disk):
+    scene = noise_scene(tmp_path / "noise.tif")
+    r = run_cli("predict", linear_bundle, scene, "-o", small_disk / "out", "--no-progress")
+    assert r.exit_code == 1
+    err = [line for line in r.stderr.splitlines() if line.startswith("geoseg:")]
+    assert len(err) == 1 and "noise.classes.tif: cannot write output" in err[0], r.stderr
+    assert "Traceback" not in r.stderr
+    assert not (small_disk / "out").exists() or not list((small_disk / "out").iterdir())
+    # a rerun has nothing to skip: it writes a real output once there is room
+    ok = run_cli("predict", linear_bundle, scene, "-o", tmp_path / "out", "--no-progress")
+    assert ok.exit_code == 0 and "1 scene predicted" in ok.stderr
+
+
+@pytest.mark.parametrize("command", ["vectorize", "evaluate"])
+def test_vectorize_and_evaluate_onto_a_full_disk_fail_with_one_line(tmp_path, small_disk, command):
+    rng = np.random.default_rng(0)
+    write_classes(tmp_path / "c.tif", (rng.random((1500, 1500)) < 0.3).astype(np.uint8))
+    target = small_disk / ("c.gpkg" if command == "vectorize" else "rep")
+    args = [tmp_path / "c.tif", "-o", target] if command == "vectorize" else [tmp_path / "c.tif", tmp_path / "c.tif",
+                                                                           "-o", target]
+    r = run_cli(command, *args, "--no-progress")
+    assert r.exit_code == 1
+    err = [line for line in r.stderr.splitlines() if line.startswith("geoseg:")]
+    assert len(err) == 1 and "cannot write output" in err[0] and "Traceback" not in r.stderr, r.stderr
+    assert not list(small_disk.iterdir())
+
+
+def test_vectorize_onto_a_read_only_file_system_is_one_line(tmp_path, small_disk):
+    import subprocess
+
+    write_classes(tmp_path / "c.tif", np.ones((64, 64), np.uint8))
+    r = subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot remount read-only here: {r.stderr.strip()}")
+    res = run_cli("vectorize", tmp_path / "c.tif", "-o", small_disk / "c.gpkg", "--no-progress")
+    assert_one_line_error(res, str(small_disk), "not writable (Read-only file system)")

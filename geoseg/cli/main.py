@@ -9,20 +9,29 @@ import traceback
 import click
 
 from geoseg import __version__
-from geoseg.errors import GeosegError
+from geoseg.errors import GeosegError, Terminated
 
 
 class GeosegGroup(click.Group):
     """Turns user errors into ``geoseg: error: ...`` and exit status 1."""
 
     def invoke(self, ctx: click.Context):
+        debug = "--debug" in sys.argv
         try:
             return super().invoke(ctx)
         except GeosegError as exc:
-            if ctx.obj and ctx.obj.get("debug") or "--debug" in sys.argv:
+            if ctx.obj and ctx.obj.get("debug") or debug:
                 traceback.print_exc()
             click.echo(f"geoseg: error: {exc}", err=True)
             ctx.exit(1)
+        except (KeyboardInterrupt, Terminated) as exc:
+            # The work unwound (temporaries discarded); say it in one line, not Dask's tracebacks.
+            _quiet_exit()
+            if debug:
+                traceback.print_exc()
+            interrupted = isinstance(exc, KeyboardInterrupt)
+            click.echo("geoseg: interrupted" if interrupted else "geoseg: terminated", err=True)
+            ctx.exit(130 if interrupted else 143)
 
 
 @click.group(cls=GeosegGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -74,5 +83,23 @@ def _register() -> None:
 _register()
 
 
+def _on_sigterm(signum, frame) -> None:
+    raise Terminated()
+
+
+def _quiet_exit() -> None:
+    """After an interrupt, threads and Dask workers still winding down must not print tracebacks."""
+    import logging as _logging
+    import threading
+
+    threading.excepthook = lambda args: None
+    for name in list(_logging.root.manager.loggerDict):
+        if name.split(".")[0] in ("distributed", "tornado", "asyncio"):
+            _logging.getLogger(name).setLevel(_logging.CRITICAL + 1)
+
+
 def main() -> None:
+    import signal
+
+    signal.signal(signal.SIGTERM, _on_sigterm)  # unwind like Ctrl-C: clean up, one line, exit 143
     cli(prog_name="geoseg")

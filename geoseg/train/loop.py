@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -31,7 +30,7 @@ from geoseg.inference import resolve_device
 from geoseg.metrics import class_scores, confusion, overall_scores
 from geoseg.models import create_model
 from geoseg.models.pretrained import load_encoder_weights
-from geoseg.output import output_dir, respect_umask
+from geoseg.output import output_dir, respect_umask, tmp_folder
 from geoseg.raster import ground_sample_distance
 from geoseg.train.config import TrainConfig, load_config
 from geoseg.train.data import ChipFolder, SceneChips, band_statistics, open_scene, read_labels
@@ -108,7 +107,7 @@ def _jsonable(obj):
 
 
 def _save_checkpoint(out: Path, model, opt, sched, epoch: int, best: float, mean, std) -> None:
-    tmp = Path(tempfile.mkdtemp(prefix=".checkpoint.", dir=out))
+    tmp = tmp_folder(out, "checkpoint")
     state = opt.state_dict()
     tensors = {f"{i}.{name}": v.detach().cpu().contiguous() for i, st in state["state"].items()
                for name, v in st.items() if torch.is_tensor(v)}
