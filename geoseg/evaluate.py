@@ -433,12 +433,13 @@ def _class_polygons(src, grid: Grid, cls: SegClass, path: str) -> list:
         import pyogrio
 
         one = Path(tmp) / "one.tif"
-        with rasterio.open(src.path) as s, rasterio.open(one, "w", driver="GTiff", width=grid.width,
-                                                         height=grid.height, count=1, dtype="uint8", nodata=0,
-                                                         crs=grid.crs, transform=grid.transform, tiled=True) as d:
-            for _, w in s.block_windows(1):
-                arr = src.read(grid, w)
-                d.write((arr == cls.id).astype(np.uint8), 1, window=w)
+        # windows of the evaluation grid (the reference may be on another grid: it is read reprojected)
+        with rasterio.open(one, "w", driver="GTiff", width=grid.width, height=grid.height, count=1, dtype="uint8",
+                           nodata=0, crs=grid.crs, transform=grid.transform, tiled=True) as d:
+            for row in chunk_grid(grid.height, grid.width, 2048):
+                for chunk in row:
+                    arr = src.read(grid, chunk.window)
+                    d.write((arr == cls.id).astype(np.uint8), 1, window=chunk.window)
         gpkg = vectorize(one, Path(tmp) / "one.gpkg", VectorizeOptions(connectivity=8, progress=False,
                                                                        allow_no_crs=True),
                          classes=ClassList((SegClass(1, cls.name, cls.color),)))

@@ -77,7 +77,17 @@ def inspect_scene(path: str | os.PathLike, bands: tuple[int, ...] = (), allow_no
 
 
 def _gdal_reason(exc: Exception) -> str:
-    text = " ".join(str(exc).split())
+    """GDAL's own message: rasterio's "Read failed. See previous exception" hides it in the exception's cause."""
+    texts = []
+    seen = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        t = " ".join(str(e).split())
+        if t and "See previous exception" not in t:
+            texts.append(t)
+        e = e.__cause__ or e.__context__
+    text = texts[-1] if texts else " ".join(str(exc).split())  # the deepest: where GDAL said what went wrong
     return text if len(text) < 200 else text[:197] + "..."
 
 

@@ -64,9 +64,10 @@ def open_runner(scheduler: str | None = None, workers: int | None = None, client
         quiet = not logging.getLogger("geoseg").isEnabledFor(logging.INFO)
         if quiet:
             _silence_dask()
-        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                          silence_logs=logging.CRITICAL if quiet else logging.WARNING) as cluster, \
-                Client(cluster) as c:
+        with _workers_ignore_ctrl_c():
+            cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                                   silence_logs=logging.CRITICAL if quiet else logging.WARNING)
+        with cluster, Client(cluster) as c:
             yield Runner("local", workers, c)
         return
     if "://" not in scheduler:
@@ -84,10 +85,31 @@ def open_runner(scheduler: str | None = None, workers: int | None = None, client
         yield Runner(scheduler, n, c)
 
 
+@contextlib.contextmanager
+def _workers_ignore_ctrl_c() -> Iterator[None]:
+    """Worker processes started here inherit an ignored SIGINT (Python keeps it ignored at start-up).
+
+    Ctrl-C reaches the whole process group; this process unwinds and closes the
+    cluster, and the workers, instead of each printing a KeyboardInterrupt
+    traceback, are shut down by it.
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
 def _silence_dask() -> None:
     """Importing distributed sets its loggers to INFO; for a quiet run, only critical lines remain."""
-    for name in list(logging.root.manager.loggerDict):
-        if name.split(".")[0] in ("distributed", "tornado", "bokeh"):
+    for name in ["asyncio", *logging.root.manager.loggerDict]:
+        if name.split(".")[0] in ("distributed", "tornado", "bokeh", "asyncio"):
             logging.getLogger(name).setLevel(logging.CRITICAL)
 
 

@@ -217,6 +217,10 @@ class _Collector:
         self.held_info: dict[tuple, tuple[int, int, float | None]] = {}
         self.values: dict[int, int] = defaultdict(int)
         self.lock = threading.Lock()
+        # Chunks finish in any order; their features are written in row-major chunk order, so repeated runs
+        # and runs with other worker counts write identical files.
+        self.pending: dict[int, Features] = {}
+        self.next_chunk = 0
 
     def seam_sides(self, c: Chunk) -> list[str]:
         sides = []
@@ -253,7 +257,11 @@ class _Collector:
                 labels, groups = _group(labels, geoms)
                 geoms = np.asarray([g[0] if len(g) == 1 else shapely.MultiPolygon(list(g)) for g in groups] or [],
                                    dtype=object)
-            self.writer.add(Features(res.label_class[labels], geoms, res.label_pixels[labels], res.label_conf[labels]))
+            self.pending[chunk.i * self.cols + chunk.j] = Features(res.label_class[labels], geoms,
+                                                                    res.label_pixels[labels], res.label_conf[labels])
+            while self.next_chunk in self.pending:
+                self.writer.add(self.pending.pop(self.next_chunk))
+                self.next_chunk += 1
 
     def finish(self) -> None:
         """Join held pieces across seams and hand them to the writer."""
@@ -283,7 +291,7 @@ class _Collector:
         for key in self.held:
             groups[uf.find(key)].append(key)
         cls, geoms, pixels, conf = [], [], [], []
-        for keys in groups.values():
+        for keys in sorted(sorted(ks) for ks in groups.values()):  # a fixed order, whatever order chunks came in
             infos = [self.held_info[k] for k in keys]
             cls.append(infos[0][0])
             geoms.append(merge_pieces([g for k in keys for g in self.held[k]], self.seams_x, self.seams_y))

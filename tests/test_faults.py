@@ -230,3 +230,65 @@ def test_vectorize_onto_a_read_only_file_system_is_one_line(tmp_path, small_disk
         pytest.skip(f"cannot remount read-only here: {r.stderr.strip()}")
     res = run_cli("vectorize", tmp_path / "c.tif", "-o", small_disk / "c.gpkg", "--no-progress")
     assert_one_line_error(res, str(small_disk), "not writable (Read-only file system)")
+
+
+def test_a_raster_reference_in_another_crs_scores_objects_end_to_end(tmp_path):
+    """A reference in EPSG:4326 against a UTM prediction, with a building class (objects are scored too)."""
+    from rasterio.warp import Resampling, calculate_default_transform, reproject
+
+    from geoseg.evaluate import EvaluateOptions, evaluate
+
+    pred = np.zeros((600, 700), np.uint8)
+    for i in range(6):
+        pred[40 + i * 90: 100 + i * 90, 50 + i * 100: 130 + i * 100] = 1
+    write_classes(tmp_path / "p.tif", pred)
+    with rasterio.open(tmp_path / "p.tif") as src:
+        t, w, h = calculate_default_transform(src.crs, "EPSG:4326", src.width, src.height, *src.bounds)
+        ref = np.full((h, w), 255, np.uint8)
+        reproject(pred, ref, src_transform=src.transform, src_crs=src.crs, dst_transform=t, dst_crs="EPSG:4326",
+                  resampling=Resampling.nearest, src_nodata=255, dst_nodata=255)
+    write_classes(tmp_path / "r.tif", ref, crs="EPSG:4326", transform=t)
+    rep = evaluate(tmp_path / "p.tif", tmp_path / "r.tif", tmp_path / "rep", EvaluateOptions(progress=False))
+    b = rep["classes"][1]
+    assert b["iou"] > 0.95  # two nearest-neighbour resamplings apart
+    assert rep["objects"]["building"]["tp"] == 6 and rep["objects"]["building"]["fp"] == 0
+
+
+def test_gdal_says_the_real_problem_in_one_line(linear_bundle, tmp_path):
+    import os
+
+    cut = write_scene(tmp_path / "cut.tif", structured_scene(600, 600), tiled=True)
+    with open(cut, "r+b") as f:
+        f.truncate(os.path.getsize(cut) // 2)
+    err = assert_one_line_error(run_cli("predict", linear_bundle, cut, "-o", tmp_path / "o"), "cut.tif")
+    assert "See previous exception" not in err and ("Read error" in err or "TIFF" in err)
+    vrt = tmp_path / "missing.vrt"
+    vrt.write_text('<VRTDataset rasterXSize="100" rasterYSize="100"><SRS>EPSG:32616</SRS>'
+                   '<GeoTransform>0,1,0,100,0,-1</GeoTransform><VRTRasterBand dataType="Byte" band="1">'
+                   f'<SimpleSource><SourceFilename relativeToVRT="0">{tmp_path / "gone.tif"}</SourceFilename>'
+                   '<SourceBand>1</SourceBand></SimpleSource></VRTRasterBand></VRTDataset>')
+    vrt_err = assert_one_line_error(run_cli("predict", linear_bundle, vrt, "-o", tmp_path / "o"), "missing.vrt")
+    assert "gone.tif" in vrt_err and "See previous exception" not in vrt_err
+    nocrs = write_scene(tmp_path / "nocrs.tif", structured_scene(64, 64), crs=None)
+    r = run_cli("predict", linear_bundle, nocrs, "-o", tmp_path / "o")
+    assert_one_line_error(r, "nocrs.tif", "has no CRS")  # and no NotGeoreferencedWarning lines before it
+
+
+def test_ctrl_c_under_a_local_cluster_is_one_line(unet_bundle, slow_scene, tmp_path):
+    """Ctrl-C reaches the whole process group: geoseg and its Dask worker processes."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    scene, _ = slow_scene
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "geoseg", "predict", str(unet_bundle), str(scene), "-o", str(out),
+                             "--no-progress", "--chunk-size", "256", "--scheduler", "local", "--workers", "2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    wait_for_temporaries(proc, out)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert err.strip() == "geoseg: interrupted", err
+    assert not out.exists() or not [p for p in out.iterdir()]

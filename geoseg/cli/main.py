@@ -52,7 +52,13 @@ def cli(ctx: click.Context, debug: bool, verbose: bool) -> None:
         import warnings
 
         warnings.simplefilter("ignore")
+        # Libraries that reset the filters inside catch_warnings() (rasterio's writer does) still print nothing.
+        warnings.showwarning = _drop_warning
         logging.getLogger("distributed").setLevel(logging.CRITICAL)
+
+
+def _drop_warning(*args, **kwargs) -> None:
+    logging.getLogger("geoseg").debug("warning: %s", args[0] if args else "")
 
 
 def debug_option(f):
