@@ -292,3 +292,19 @@ def test_ctrl_c_under_a_local_cluster_is_one_line(unet_bundle, slow_scene, tmp_p
     assert proc.returncode == 130, err
     assert err.strip() == "geoseg: interrupted", err
     assert not out.exists() or not [p for p in out.iterdir()]
+
+
+def test_vectorize_removes_a_dead_runs_partial_geopackage(tmp_path):
+    import subprocess
+    import sys
+
+    write_classes(tmp_path / "c.tif", np.ones((64, 64), np.uint8))
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / f".c.gpkg.geoseg-tmp-{dead.pid}-1.partial.gpkg"
+    stale.write_bytes(b"x" * 1000)
+    live = tmp_path / f".c.gpkg.geoseg-tmp-{__import__('os').getppid()}-1.partial.gpkg"  # a live process's
+    live.write_bytes(b"y")
+    r = run_cli("vectorize", tmp_path / "c.tif", "-o", tmp_path / "c.gpkg", "--no-progress")
+    assert r.exit_code == 0, r.output
+    assert not stale.exists() and live.exists()

@@ -292,3 +292,34 @@ def test_voc_chip_folders_train_with_zoomed_turned_chips(shared_data, tmp_path):
     assert meta["bands"] == [1, 2, 3] and meta["gsd"] is None
     rows = list(np.genfromtxt(out / "metrics.csv", delimiter=",", names=True))
     assert len(rows) == 2 and all(0 <= r["val_pixel_accuracy"] <= 1 for r in rows)
+
+
+def test_init_from_a_bundle_copies_its_weights_and_sums_the_stem(tmp_path):
+    from geoseg.bundle import init_bundle, load_bundle
+    from geoseg.models import create_model
+    from geoseg.models.pretrained import adapt_stem
+    from geoseg.train.loop import _init_from_bundle
+
+    params = {"decoder_channels": [32, 16, 16, 8, 8]}
+    src = init_bundle("unet", tmp_path / "rgb", encoder="resnet18", bands=(1, 2, 3), classes="building", seed=4)
+    meta_path = src / "geoseg.json"
+    meta = json.loads(meta_path.read_text())
+    meta["arch_params"] = params
+    meta_path.write_text(json.dumps(meta))
+    torch.manual_seed(4)
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in create_model("unet", "resnet18", 3, 2, params).state_dict().items()},
+              str(src / "model.safetensors"))
+    scene_with_buildings(tmp_path)
+    cfg = load_config(write_config(tmp_path, model={"init_from": str(src)}))
+    model = create_model("unet", "resnet18", 1, 2, params)
+    info = _init_from_bundle(model, cfg)
+    assert info["bundle"] == "rgb" and info["stem_adapted"] == ["encoder.conv1.weight"]
+    source = load_bundle(src).model.state_dict()
+    own = model.state_dict()
+    torch.testing.assert_close(own["encoder.conv1.weight"], adapt_stem(source["encoder.conv1.weight"], 1))
+    assert all(torch.equal(own[k], source[k]) for k in own if k != "encoder.conv1.weight")
+    bad = load_config(write_config(tmp_path, model={"init_from": str(src), "encoder": "resnet34"}))
+    with pytest.raises(GeosegError, match="init_from is a unet/resnet18 bundle"):
+        _init_from_bundle(create_model("unet", "resnet34", 1, 2, params), bad)

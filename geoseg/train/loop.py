@@ -10,6 +10,7 @@ an uninterrupted one on the CPU.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import logging
 import os
@@ -207,6 +208,8 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, progress: bool, stop_after
                     provenance["source"] or provenance["file"], provenance["mapping"], provenance["tensors"],
                     f", stem adapted to {len(cfg.bands)} band(s)" if provenance["stem_adapted"] else "")
     init = _init_from_bundle(model, cfg) if cfg.model.init_from else None
+    if init and not provenance:  # the encoder's pretrained weights came through the bundle fine-tuned from
+        provenance = init.pop("encoder_weights", None) or {}
     model.to(device)
     if tc.optimizer == "adamw":
         opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
@@ -322,7 +325,8 @@ def _init_from_bundle(model, cfg: TrainConfig) -> dict:
     model.load_state_dict(load, strict=True)
     log.warning("starting from the weights of %s%s", path.name, f" (stem adapted to {len(cfg.bands)} band(s))"
                 if adapted else "")
-    return {"bundle": path.name, "stem_adapted": adapted}
+    return {"bundle": path.name, "stem_adapted": adapted, "sha256": hashlib.sha256(
+        (path / WEIGHTS_NAME).read_bytes()).hexdigest(), "encoder_weights": src.extra.get("encoder_weights")}
 
 
 def _score_test_blocks(out: Path, test_sources, cfg: TrainConfig, device) -> None:
