@@ -146,6 +146,30 @@ def adapt_stem(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
     return torch.cat(parts, 1).contiguous()
 
 
+def fit_tensors(own: dict, given: dict, path: Path, hint: str) -> tuple[dict, list[str]]:
+    """``given`` tensors shaped for ``own`` (the state dict they load into), 3-band stems adapted.
+
+    Returns the state dict to load and the adapted keys; a key ``given`` lacks
+    keeps its own value only for ``num_batches_tracked`` counters.
+    """
+    load, adapted = {}, []
+    for k, t in own.items():
+        if k not in given:
+            if not k.endswith("num_batches_tracked"):
+                raise GeosegError(f"weights lack tensor {k} ({hint})", path)
+            load[k] = t
+            continue
+        v = given[k]
+        if v.ndim == 4 and t.ndim == 4 and v.shape[1] == 3 and t.shape[1] != 3 and v.shape[0] == t.shape[0]:
+            v = adapt_stem(v.float(), t.shape[1])
+            adapted.append(k)
+        if tuple(v.shape) != tuple(t.shape):
+            raise GeosegError(f"weights do not fit: {k} has shape {tuple(v.shape)}, the model needs "
+                              f"{tuple(t.shape)} ({hint})", path)
+        load[k] = v.to(t.dtype)
+    return load, adapted
+
+
 def _encoder_module(model: nn.Module) -> tuple[nn.Module, str]:
     """The module whose keys the mapped checkpoint must match, and its key prefix inside the encoder."""
     enc = getattr(model, "encoder", None)
@@ -200,20 +224,7 @@ def load_encoder_weights(model: nn.Module, spec: str, mapping: str | None = None
         parts = ([f"missing {few(missing)}"] if missing else []) + ([f"unexpected {few(unexpected)}"] if unexpected
                                                                      else [])
         raise GeosegError(f"weights do not fit the encoder with the {mapping!r} mapping: {'; '.join(parts)}", path)
-    adapted = []
-    load = {}
-    for k, t in own.items():
-        if k not in mapped:
-            load[k] = t  # num_batches_tracked the checkpoint did not keep
-            continue
-        v = mapped[k]
-        if v.ndim == 4 and t.ndim == 4 and v.shape[1] == 3 and t.shape[1] != 3 and v.shape[0] == t.shape[0]:
-            v = adapt_stem(v, t.shape[1])
-            adapted.append(k)
-        if tuple(v.shape) != tuple(t.shape):
-            raise GeosegError(f"weights do not fit the encoder: {k} has shape {tuple(v.shape)}, the encoder needs "
-                              f"{tuple(t.shape)} (weights for another architecture?)", path)
-        load[k] = v.to(t.dtype)
+    load, adapted = fit_tensors(own, mapped, path, "weights for another architecture?")
     target.load_state_dict(load, strict=True)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     return {"source": source.name if source else None, "file": path.name, "sha256": digest, "mapping": mapping,

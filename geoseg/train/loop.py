@@ -301,7 +301,7 @@ def _init_from_bundle(model, cfg: TrainConfig) -> dict:
     from safetensors.torch import load_file as load_weights
 
     from geoseg.bundle import WEIGHTS_NAME, read_meta, resolve_bundle
-    from geoseg.models.pretrained import adapt_stem
+    from geoseg.models.pretrained import fit_tensors
 
     path = resolve_bundle(cfg.model.init_from)
     src = read_meta(path)
@@ -309,19 +309,7 @@ def _init_from_bundle(model, cfg: TrainConfig) -> dict:
         raise GeosegError(f"model.init_from is a {src.architecture}/{src.encoder} bundle; this config trains "
                           f"{cfg.model.architecture}/{cfg.model.encoder}", path)
     state = load_weights(str(path / WEIGHTS_NAME))
-    own = model.state_dict()
-    load, adapted = {}, []
-    for k, t in own.items():
-        if k not in state:
-            raise GeosegError(f"model.init_from lacks tensor {k} (a different model configuration?)", path)
-        v = state[k]
-        if v.ndim == 4 and v.shape[1] == 3 and t.shape[1] != 3 and v.shape[0] == t.shape[0]:
-            v = adapt_stem(v.float(), t.shape[1])
-            adapted.append(k)
-        if tuple(v.shape) != tuple(t.shape):
-            raise GeosegError(f"model.init_from: tensor {k} has shape {tuple(v.shape)}, this model needs "
-                              f"{tuple(t.shape)} (another class count or decoder?)", path)
-        load[k] = v.to(t.dtype)
+    load, adapted = fit_tensors(model.state_dict(), state, path, "model.init_from: another class count or decoder?")
     model.load_state_dict(load, strict=True)
     log.warning("starting from the weights of %s%s", path.name, f" (stem adapted to {len(cfg.bands)} band(s))"
                 if adapted else "")
