@@ -121,7 +121,10 @@ class ChunkWriter:
                 self._levels.append((f, path, rasterio.open(path, "w", **dict(profile, width=w, height=h))))
         except (rasterio.errors.RasterioError, OSError) as exc:
             self.discard()
-            raise GeosegError(f"cannot write output ({exc})", final.parent) from None
+            raise write_error(exc, final) from None
+        except BaseException:  # an interrupt between creating a file and keeping its handle
+            self.discard()
+            raise
 
     def write(self, arr: np.ndarray, window: Window) -> None:
         arr = arr if arr.ndim == 3 else arr[None]
@@ -145,12 +148,17 @@ class ChunkWriter:
         return ds
 
     def discard(self) -> None:
-        if hasattr(self, "_ds"):
-            self.close()
-        self.tmp.unlink(missing_ok=True)
-        for _, path, _ in self._levels:
-            path.unlink(missing_ok=True)
-        _tmp_name(self.final, "vrt").unlink(missing_ok=True)
+        for _, _, level in self._levels:
+            if not level.closed:
+                level.close()
+        if hasattr(self, "_ds") and not self._ds.closed:
+            self._ds.close()
+        # every temporary of this writer shares the prefix (chunks, overview levels, VRT, COG), including
+        # a file an interrupt caught between its creation and its handle being kept
+        prefix = self.tmp.name[: -len("chunks.tif")]
+        for path in self.final.parent.iterdir():
+            if path.name.startswith(prefix):
+                path.unlink(missing_ok=True)
 
     def _source_with_overviews(self) -> Path:
         """A VRT of the temporary raster that lists the per-level temporary rasters as its overviews."""

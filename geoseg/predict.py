@@ -333,10 +333,7 @@ def predict_scene(info: SceneInfo, bundle: str | os.PathLike, classes: ClassList
         torch_threads=runner.torch_threads,
     )
     graph = block_graph(job, grid.blocks(options.chunk_size))
-    writers = [ChunkWriter(out.classes, info, 1, NODATA, colormap=classes.colormap(),
-                           nearest_overviews=options.overviews == "nearest")]
-    if out.probabilities:
-        writers.append(ChunkWriter(out.probabilities, info, len(classes), None))
+    writers: list[ChunkWriter] = []
     bar = progress_bar(grid.n_tiles, Path(info.path).name, options.progress, unit="tile")
 
     def sink(block: Block, result: BlockResult) -> None:
@@ -346,7 +343,11 @@ def predict_scene(info: SceneInfo, bundle: str | os.PathLike, classes: ClassList
             writers[1].write(result.probabilities, win)
         bar.update(result.n_tiles)
 
-    try:
+    try:  # from the first temporary on: an interrupt anywhere below still removes every one of them
+        writers.append(ChunkWriter(out.classes, info, 1, NODATA, colormap=classes.colormap(),
+                                   nearest_overviews=options.overviews == "nearest"))
+        if out.probabilities:
+            writers.append(ChunkWriter(out.probabilities, info, len(classes), None))
         run_graph(graph, sink, runner)
         bar.close()
         write_class_sidecars(out.classes, classes)  # before the raster: its rename is the commit point

@@ -250,7 +250,8 @@ def html_report(report: dict, results=()) -> str:
     heat, bars = _figures(report)
     md_rows = markdown(report)
     table = "".join(
-        f"<tr><td>{html.escape(c['name'])}{'' if c.get('foreground', True) else ' (background)'}</td>" + "".join(
+        f"<tr><td>{html.escape(c['name'])}"
+        f"{'' if c.get('foreground', True) or c['name'] == 'background' else ' (background)'}</td>" + "".join(
             f"<td>{_fmt(c[k])}</td>" for k in ("iou", "iou_area", "precision", "recall", "f1"))
         + f"<td>{c['tp_m2']:.1f}</td><td>{c['fp_m2']:.1f}</td><td>{c['fn_m2']:.1f}</td></tr>"
         for c in report["classes"])

@@ -42,7 +42,12 @@ _OWN: dict[str, Callable[..., nn.Module]] = {
 
 
 def _smp_architectures() -> dict[str, type]:
-    from segmentation_models_pytorch import MODEL_ARCHITECTURES_MAPPING
+    import warnings
+
+    with warnings.catch_warnings():
+        # huggingface_hub, imported by smp, imports tqdm.auto, which warns in a notebook without ipywidgets
+        warnings.filterwarnings("ignore", message="IProgress not found")
+        from segmentation_models_pytorch import MODEL_ARCHITECTURES_MAPPING
 
     return dict(MODEL_ARCHITECTURES_MAPPING)
 
