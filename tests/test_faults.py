@@ -127,7 +127,7 @@ def slow_scene(tmp_path_factory, unet_bundle):
 def test_sigterm_and_sigint_clean_up_and_say_one_line(unet_bundle, slow_scene, tmp_path, sig, code, line):
     import signal
 
-    scene, _ = slow_scene
+    scene, clean = slow_scene
     proc = start_predict(unet_bundle, scene, tmp_path / "out")
     wait_for_temporaries(proc, tmp_path / "out")
     proc.send_signal(getattr(signal, sig))
@@ -136,6 +136,9 @@ def test_sigterm_and_sigint_clean_up_and_say_one_line(unet_bundle, slow_scene, t
     assert err.strip() == line, err
     # nothing half-written, no temporaries; the folder the run created is gone again
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+    again = start_predict(unet_bundle, scene, tmp_path / "out")
+    assert again.wait(timeout=300) == 0
+    assert (tmp_path / "out" / "big.classes.tif").read_bytes() == clean  # the rerun equals a clean run
 
 
 def test_a_rerun_after_kill_9_removes_the_dead_runs_temporaries_and_matches_a_clean_run(unet_bundle, slow_scene,

@@ -38,7 +38,7 @@ w = meta.extra.get("encoder_weights", {})
 print(f"""
 model      {model}: U-Net, {meta.encoder} encoder (ImageNet weights from {w.get('source', '?')}), RGB, {meta.gsd:.2f} m
 trained on SpaceNet 1 Rio de Janeiro (WorldView-2, CC BY-SA 4.0): 2,335 footprints, test blocks held out
-tested on  {name}: {r['scenes'][0]['confusion_px'] and sum(map(sum, r['confusion_m2'])) / 1e6:.2f} km² of the test blocks: never trained on, never used to pick the epoch
+tested on  {name}: {sum(map(sum, r['confusion_m2'])) / 1e6:.2f} km² of the test blocks: never trained on, never used to pick the epoch
 result     building IoU {b['iou']:.3f} (by ground area {b['iou_area']:.3f}; precision {b['precision']:.3f}, recall {b['recall']:.3f})
            buildings matched at IoU >= 0.5: F1 {o.get('f1', float('nan')):.3f} (TP {o.get('tp')}, FP {o.get('fp')}, FN {o.get('fn')})
 time       predict {times['predict']:.1f} s, vectorize {times['vectorize']:.1f} s, evaluate {times['evaluate']:.1f} s
