@@ -119,6 +119,7 @@ def test_safetensors_and_timm_named_files_load(tmp_path, lite0_classifier):
     torch.testing.assert_close(model.encoder.model.conv_stem.weight, lite0_classifier.conv_stem.weight)
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_a_pth_holding_anything_but_tensors_is_refused(tmp_path):
     mixed = tmp_path / "mixed.pth"
     torch.save({"conv.weight": torch.zeros(1), "epoch": 3}, mixed)
