@@ -12,6 +12,7 @@ Memory follows the chunk size, not the scene size.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import tempfile
@@ -113,32 +114,33 @@ def evaluate_chunk(job: EvalJob, chunk: Chunk, with_codes: bool) -> ChunkEval:
         valid &= geometry_mask(job.aoi, out_shape=pred.shape, transform=window_transform(win, job.grid.transform),
                                invert=True)
     h, w = pred.shape
-    c = job.cell
     r0, c0 = int(win.row_off), int(win.col_off)
-    # cells of the global grid this chunk touches (chunks are aligned to 512, cells usually divide that)
-    cy = (np.arange(r0, r0 + h) // c) - r0 // c
-    cx = (np.arange(c0, c0 + w) // c) - c0 // c
-    ncx = int(cx[-1]) + 1
-    ncell = (int(cy[-1]) + 1) * ncx
-    kk = k * k
-    index = (cy[:, None] * ncx + cx[None, :]) * kk + ref * k + pred
-    sel = index[valid]
-    per_cell = np.bincount(sel, minlength=ncell * kk).reshape(ncell, k, k)
-    conf = Confusion(k, px=per_cell.sum(axis=0).astype(np.int64))
+    # One bincount at the finer of the two cell sizes (the error map's, when it divides the audit
+    # grid's) gives every fine cell's confusion matrix; audit cells and the chunk's matrix are sums of them.
+    fine = job.map_cell if job.map_cell and job.cell % job.map_cell == 0 else job.cell
+    per_fine, nfx = _cell_confusions(ref, pred, valid, k, fine, r0, c0)
+    conf = Confusion(k, px=per_fine.sum(axis=0).astype(np.int64))
     if job.row_area is not None:
         area = np.asarray(job.row_area[r0 : r0 + h])[:, None]
         wts = np.broadcast_to(area, pred.shape)[valid]
-        conf.m2 = np.bincount(sel % kk, weights=wts, minlength=kk).reshape(k, k)
+        conf.m2 = np.bincount((ref * k + pred)[valid], weights=wts, minlength=k * k).reshape(k, k)
     else:
         conf.m2 = conf.px * job.pixel_area
 
-    cells = {}
-    for n in np.nonzero(per_cell.reshape(ncell, -1).any(axis=1))[0]:
-        m = per_cell[n]
-        tp = np.diag(m)
-        cells[(r0 // c + int(n) // ncx, c0 // c + int(n) % ncx)] = np.stack(
-            [tp, m.sum(axis=0) - tp, m.sum(axis=1) - tp], axis=1)
-    errors = _error_cells(job, pred, ref, valid, r0, c0) if job.map_cell else {}
+    used = np.nonzero(per_fine.reshape(len(per_fine), -1).any(axis=1))[0]
+    rows, cols = r0 // fine + used // nfx, c0 // fine + used % nfx  # global fine-cell coordinates
+    cells = {key: _tp_fp_fn(m) for key, m in _sum_by_key(rows * fine // job.cell, cols * fine // job.cell,
+                                                            per_fine[used])}
+    errors = {}
+    if job.map_cell and fine == job.map_cell:
+        fg = np.zeros(k, dtype=bool)
+        fg[list(job.foreground)] = True
+        m = per_fine[used]
+        diag = m[:, np.arange(k), np.arange(k)]
+        t = np.stack([diag[:, fg].sum(1), (m.sum(1) - diag)[:, fg].sum(1), (m.sum(2) - diag)[:, fg].sum(1)], 1)
+        errors = {(int(rows[i]), int(cols[i])): t[i] for i in np.flatnonzero(t.any(axis=1))}
+    elif job.map_cell:
+        errors = _error_cells(job, pred, ref, valid, r0, c0)
     codes = None
     if with_codes:
         codes = np.full((3,) + pred.shape, NODATA, dtype=np.uint8)
@@ -148,6 +150,36 @@ def evaluate_chunk(job: EvalJob, chunk: Chunk, with_codes: bool) -> ChunkEval:
         codes[1][miss] = pred[miss]
         codes[2][miss] = ref[miss]
     return ChunkEval(conf, cells, codes, errors)
+
+
+def _cell_confusions(ref, pred, valid, k: int, cell: int, r0: int, c0: int) -> tuple[np.ndarray, int]:
+    """``(n_cells, K, K)`` confusion matrices of the ``cell``-sized cells of the global grid a chunk touches."""
+    h, w = pred.shape
+    cy = (np.arange(r0, r0 + h) // cell) - r0 // cell
+    cx = (np.arange(c0, c0 + w) // cell) - c0 // cell
+    ncx = int(cx[-1]) + 1
+    ncell = (int(cy[-1]) + 1) * ncx
+    kk = k * k
+    index = (cy[:, None] * ncx + cx[None, :]) * kk + ref * k + pred
+    return np.bincount(index[valid], minlength=ncell * kk).reshape(ncell, k, k), ncx
+
+
+def _tp_fp_fn(m: np.ndarray) -> np.ndarray:
+    """``(K, 3)`` TP, FP, FN per class of a confusion matrix (rows: reference)."""
+    tp = np.diag(m)
+    return np.stack([tp, m.sum(axis=0) - tp, m.sum(axis=1) - tp], axis=1)
+
+
+def _sum_by_key(rows: np.ndarray, cols: np.ndarray, mats: np.ndarray):
+    """``((row, col), summed matrix)`` for each distinct key."""
+    if not len(rows):
+        return []
+    keys = rows.astype(np.int64) * (int(cols.max()) + 1) + cols
+    order = np.argsort(keys, kind="stable")
+    keys, mats, rows, cols = keys[order], mats[order], rows[order], cols[order]
+    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+    sums = np.add.reduceat(mats, starts, axis=0)
+    return [((int(rows[i]), int(cols[i])), m) for i, m in zip(starts, sums)]
 
 
 def _error_cells(job: EvalJob, pred, ref, valid, r0: int, c0: int) -> dict:
@@ -335,7 +367,8 @@ def _evaluate_on_grid(grid: Grid, pred_src, ref_src, prediction: str, reference:
 
         aoi = tuple(gpd.read_file(options.aoi).to_crs(grid.crs).geometry.values)
 
-    map_cell = max(1, -(-max(grid.height, grid.width) // ERROR_MAP_SIDE))
+    # a power of two, so that it divides the audit grid's cell and one bincount serves both
+    map_cell = 1 << max(0, math.ceil(math.log2(max(1, -(-max(grid.height, grid.width) // ERROR_MAP_SIDE)))))
     foreground = tuple(c.id for c in classes if c.vectorize and c.id not in options.ignore)
     job = EvalJob(grid, pred_src, ref_src, k, tuple(options.ignore), aoi, _row_areas(grid), _pixel_area(grid),
                   options.grid_size, foreground, map_cell)
