@@ -92,8 +92,6 @@ def clean_stale(folder: Path) -> list[Path]:
     return removed
 
 
-_tmp_name = tmp_name
-
 
 class ChunkWriter:
     """A temporary tiled GeoTIFF written chunk by chunk (thread-safe)."""
@@ -101,7 +99,7 @@ class ChunkWriter:
     def __init__(self, final: Path, info: SceneInfo, count: int, nodata: int | None,
                  colormap: dict | None = None, nearest_overviews: bool = False) -> None:
         self.final = final
-        self.tmp = _tmp_name(final, "chunks.tif")
+        self.tmp = tmp_name(final, "chunks.tif")
         self.height, self.width = info.height, info.width
         self._lock = threading.Lock()
         self._levels: list[tuple[int, Path, rasterio.io.DatasetWriter]] = []
@@ -116,7 +114,7 @@ class ChunkWriter:
             if colormap is not None:  # must precede pixel writes: it sets the TIFF photometric tag
                 self._ds.write_colormap(1, colormap)
             for f in overview_factors(info.height, info.width) if nearest_overviews else ():
-                path = _tmp_name(final, f"ovr{f}.tif")
+                path = tmp_name(final, f"ovr{f}.tif")
                 h, w = math.ceil(info.height / f), math.ceil(info.width / f)
                 self._levels.append((f, path, rasterio.open(path, "w", **dict(profile, width=w, height=h))))
         except (rasterio.errors.RasterioError, OSError) as exc:
@@ -162,7 +160,7 @@ class ChunkWriter:
 
     def _source_with_overviews(self) -> Path:
         """A VRT of the temporary raster that lists the per-level temporary rasters as its overviews."""
-        vrt = _tmp_name(self.final, "vrt")
+        vrt = tmp_name(self.final, "vrt")
         rasterio.shutil.copy(self.tmp, vrt, driver="VRT")
         tree = ET.parse(vrt)
         for band in tree.getroot().iter("VRTRasterBand"):
@@ -181,7 +179,7 @@ class ChunkWriter:
                 self.close()
             for path in [self.tmp, *(p for _, p, _ in self._levels)]:
                 verify_tiff(path, self.final)
-            partial = _tmp_name(self.final, "cog.tif")
+            partial = tmp_name(self.final, "cog.tif")
             source, options = self.tmp, dict(OVERVIEW_RESAMPLING=resampling)
             if self._levels and resampling == "NEAREST":
                 source, options = self._source_with_overviews(), dict(OVERVIEWS="FORCE_USE_EXISTING")
@@ -318,7 +316,7 @@ def respect_umask(path: Path) -> None:
 
 def atomic_write_text(path: Path, text: str) -> Path:
     """Write a small text file under a temporary name, then rename it into place."""
-    tmp = _tmp_name(path, "part")
+    tmp = tmp_name(path, "part")
     try:
         tmp.write_text(text)
         os.replace(tmp, path)
