@@ -20,8 +20,8 @@ import logging
 import math
 import os
 import re
+import secrets
 import shutil
-import tempfile
 import threading
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -52,7 +52,7 @@ def tmp_name(final: Path, tag: str) -> Path:
 
 def tmp_folder(parent: Path, tag: str) -> Path:
     """A new hidden temporary folder in ``parent`` under the same scheme (mode from the umask)."""
-    path = parent / f".{tag}.geoseg-tmp-{os.getpid()}-{next(tempfile._get_candidate_names())}"
+    path = parent / f".{tag}.geoseg-tmp-{os.getpid()}-{secrets.token_hex(4)}"
     path.mkdir()
     return path
 
@@ -90,7 +90,6 @@ def clean_stale(folder: Path) -> list[Path]:
     if removed:
         log.info("%s: removed %d temporaries of dead runs", folder, len(removed))
     return removed
-
 
 
 class ChunkWriter:
@@ -202,10 +201,8 @@ class ChunkWriter:
 
 def write_error(exc: Exception, final: Path) -> GeosegError:
     """One line for a failed write; the disk being full is named as such."""
-    import shutil as _shutil
-
     try:
-        free = _shutil.disk_usage(final.parent).free
+        free = shutil.disk_usage(final.parent).free
     except OSError:
         free = None
     if free is not None and free < 1 << 20:
@@ -232,8 +229,8 @@ def verify_tiff(path: Path, final: Path) -> None:
     size = os.path.getsize(path)
     try:
         with rasterio.open(path) as src:
-            levels = [src.overviews(1)]
-        for level in range(-1, len(levels[0])):
+            n_overviews = len(src.overviews(1))
+        for level in range(-1, n_overviews):
             opts = {} if level < 0 else {"OVERVIEW_LEVEL": level}
             with rasterio.open(path, **opts) as src:
                 bw, bh = src.block_shapes[0][1], src.block_shapes[0][0]

@@ -22,6 +22,22 @@ from qgis.PyQt.QtCore import QSize
 from qgis.PyQt.QtGui import QColor
 
 
+def render(layers, extent, png, size=400):
+    """Render ``layers`` over ``extent`` on white into ``png``; returns the image and the map settings."""
+    settings = QgsMapSettings()
+    settings.setLayers(layers)
+    settings.setDestinationCrs(layers[0].crs())
+    settings.setExtent(extent)
+    settings.setOutputSize(QSize(size, size))
+    settings.setBackgroundColor(QColor(255, 255, 255))
+    job = QgsMapRendererParallelJob(settings)
+    job.start()
+    job.waitForFinished()
+    image = job.renderedImage()
+    image.save(png, "PNG")
+    return image, settings
+
+
 def main(argv):
     gpkg, authid = argv[0], argv[1]
     png = argv[argv.index("--png") + 1]
@@ -47,17 +63,7 @@ def main(argv):
         layers.append(layer)
         if layer.featureCount():
             extent.combineExtentWith(layer.extent())
-    settings = QgsMapSettings()
-    settings.setLayers(layers)
-    settings.setDestinationCrs(layers[0].crs())
-    settings.setExtent(extent)
-    settings.setOutputSize(QSize(400, 400))
-    settings.setBackgroundColor(QColor(255, 255, 255))
-    job = QgsMapRendererParallelJob(settings)
-    job.start()
-    job.waitForFinished()
-    image = job.renderedImage()
-    image.save(png, "PNG")
+    image, _ = render(layers, extent, png)
     colors = {image.pixelColor(x, y).name() for x in range(0, 400, 4) for y in range(0, 400, 4)}
     print(json.dumps({"png": png, "distinct_colors": len(colors)}), flush=True)
     assert len(colors) > 2, "the rendered map is blank"

@@ -12,15 +12,8 @@ import json
 import os
 import sys
 
-from qgis.core import (
-    QgsApplication,
-    QgsMapRendererParallelJob,
-    QgsMapSettings,
-    QgsRasterLayer,
-    QgsVectorLayer,
-)
-from qgis.PyQt.QtCore import QSize
-from qgis.PyQt.QtGui import QColor
+from qgis.core import QgsApplication, QgsRasterLayer, QgsVectorLayer
+from qgis_check import render  # this script's folder is on sys.path when it runs
 
 
 def raster(path):
@@ -36,17 +29,7 @@ def raster(path):
 def grid(gpkg, png):
     layer = QgsVectorLayer(f"{gpkg}|layername=iou_grid", "iou_grid", "ogr")
     assert layer.isValid(), "grid layer is not valid"
-    settings = QgsMapSettings()
-    settings.setLayers([layer])
-    settings.setDestinationCrs(layer.crs())
-    settings.setExtent(layer.extent())
-    settings.setOutputSize(QSize(400, 400))
-    settings.setBackgroundColor(QColor(255, 255, 255))
-    job = QgsMapRendererParallelJob(settings)
-    job.start()
-    job.waitForFinished()
-    image = job.renderedImage()
-    image.save(png, "PNG")
+    image, settings = render([layer], layer.extent(), png)
     cells = []
     for f in layer.getFeatures():
         c = f.geometry().centroid().asPoint()
