@@ -63,15 +63,22 @@ def class_scores(cm: np.ndarray) -> dict[str, np.ndarray]:
     }
 
 
-def overall_scores(cm: np.ndarray) -> dict[str, float]:
-    """The FCN paper's four metrics."""
+def overall_scores(cm: np.ndarray, ids=None) -> dict[str, float]:
+    """The FCN paper's four metrics.
+
+    ``ids`` scores only those classes of ``cm`` while the other rows and columns still count:
+    a prediction outside ``ids`` (a benchmark's void labels) is then a miss of the reference
+    class, as cityscapesScripts and mmsegmentation count it.
+    """
     cm = np.asarray(cm, dtype=np.float64)
     s = class_scores(cm)
+    if ids is not None:
+        s = {k: v[list(ids)] for k, v in s.items()}
     t = s["support"]
     present = t > 0
     total = cm.sum()
     return {
-        "pixel_accuracy": float(np.trace(cm) / total) if total else float("nan"),
+        "pixel_accuracy": float(s["tp"].sum() / total) if total else float("nan"),
         "mean_accuracy": float(np.nanmean(s["recall"][present])) if present.any() else float("nan"),
         "mean_iou": float(np.nanmean(s["iou"])) if np.isfinite(s["iou"]).any() else float("nan"),
         "fw_iou": float(np.nansum(t * np.nan_to_num(s["iou"])) / t.sum()) if t.sum() else float("nan"),

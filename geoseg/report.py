@@ -49,11 +49,17 @@ def _nanmean(values) -> float | None:
     return sum(vals) / len(vals) if vals else None
 
 
-def _block(conf: Confusion, classes: ClassList, objects: dict | None) -> dict:
+def _block(conf: Confusion, classes: ClassList, objects: dict | None, outside_counts: bool = False) -> dict:
+    """Scores of ``classes``; ``outside_counts``: pixels of other rows and columns of ``conf`` count as errors."""
     ids = [c.id for c in classes]
     px, m2 = conf.px[np.ix_(ids, ids)], conf.m2[np.ix_(ids, ids)]
-    sp, sa = class_scores(px), class_scores(m2)
-    overall = {k: _num(v) for k, v in overall_scores(px).items()}
+    if outside_counts:
+        sp = {k: v[ids] for k, v in class_scores(conf.px).items()}
+        sa = {k: v[ids] for k, v in class_scores(conf.m2).items()}
+        overall = {k: _num(v) for k, v in overall_scores(conf.px, ids).items()}
+    else:
+        sp, sa = class_scores(px), class_scores(m2)
+        overall = {k: _num(v) for k, v in overall_scores(px).items()}
     overall["mean_iou_area"] = _num(area_weighted_mean_iou(m2))
     # The headline: background dominates mean and frequency-weighted IoU, so foreground classes lead.
     fg = [n for n, c in enumerate(classes) if c.vectorize]
@@ -75,7 +81,7 @@ def _block(conf: Confusion, classes: ClassList, objects: dict | None) -> dict:
     return out
 
 
-def build_report(results, classes: ClassList, options) -> dict:
+def build_report(results, classes: ClassList, options, outside_counts: bool = False) -> dict:
     total = Confusion(results[0].conf.num_classes)
     objects: dict = {}
     for r in results:
@@ -95,9 +101,9 @@ def build_report(results, classes: ClassList, options) -> dict:
         "crs": results[0].crs,
         "settings": {"ignore": list(options.ignore), "aoi": options.aoi, "iou_threshold": options.iou_threshold,
                      "grid_size": options.grid_size, "class_field": options.class_field},
-        **_block(total, classes, objects),
+        **_block(total, classes, objects, outside_counts),
         "scenes": [{"scene": r.name, "prediction": r.prediction, "reference": r.reference, "crs": r.crs,
-                    **_block(r.conf, classes, r.objects)} for r in results],
+                    **_block(r.conf, classes, r.objects, outside_counts)} for r in results],
     }
     return report
 

@@ -73,12 +73,14 @@ def debug_option(f):
 
 
 def _register() -> None:
+    from geoseg.cli.benchmark import benchmark
     from geoseg.cli.evaluate import evaluate
     from geoseg.cli.model import model
     from geoseg.cli.predict import predict
     from geoseg.cli.train import train
     from geoseg.cli.vectorize import vectorize
 
+    cli.add_command(benchmark)
     cli.add_command(evaluate)
     cli.add_command(model)
     cli.add_command(predict)
