@@ -7,7 +7,7 @@ PIP_FLAGS ?= --disable-pip-version-check --quiet
 INSTALL_INPUTS := pyproject.toml setup.py $(wildcard geoseg/*.pyx geoseg/*.h)
 STAMP := build/.installed
 
-.PHONY: install test demo lint bench clean
+.PHONY: install test demo lint bench clean reference-env
 
 install:
 	@if [ -f $(STAMP) ] && [ -z "$$(find $(INSTALL_INPUTS) -newer $(STAMP) 2>/dev/null)" ] \
@@ -18,7 +18,16 @@ install:
 	  $(PIP) install $(PIP_FLAGS) -e ".[test]" && mkdir -p build && command -v $(PYTHON) > $(STAMP); \
 	fi
 
-test: install
+# cityscapesScripts 2.3.0 (the tests' reference scorer) fails on numpy >= 2.3, so it gets its own environment.
+REF_ENV := build/cityscapes-ref
+$(REF_ENV)/.installed:
+	$(PYTHON) -m venv $(REF_ENV)
+	$(REF_ENV)/bin/pip install $(PIP_FLAGS) "numpy==2.2.6" "cityscapesscripts==2.3.0" "pillow>=10"
+	touch $@
+
+reference-env: $(REF_ENV)/.installed
+
+test: install reference-env
 	$(PYTHON) -m pytest -q
 
 demo: install

@@ -251,7 +251,7 @@ def import_coco(results, annotations, output, score_threshold: float = 0.0, over
     """COCO results on exported chips -> a GeoPackage in map coordinates, one layer per category, styled."""
     import geopandas as gpd
     import shapely
-    from affine import Affine
+    from rasterio import Affine
     from pycocotools import mask as mask_utils
     from rasterio import features
     from shapely import affinity
