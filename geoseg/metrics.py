@@ -41,6 +41,22 @@ def confusion(reference: np.ndarray, prediction: np.ndarray, num_classes: int,
     return out.reshape(num_classes, num_classes)
 
 
+def coded_confusion(reference: np.ndarray, prediction: np.ndarray, rows: np.ndarray, cols: np.ndarray,
+                    num_classes: int) -> tuple[np.ndarray, int, int, np.ndarray]:
+    """``K x K`` confusion of two label images recoded through look-up tables, in one bincount.
+
+    ``rows[v]`` is reference value ``v``'s row (``K``: ignored, ``K + 1``: not a legal value);
+    ``cols[v]`` is predicted value ``v``'s column (``K``: not a legal value). Returns the matrix and
+    the numbers of pixels with illegal reference and predicted values, so a caller can name them.
+    This is what benchmarks need: each one's coding (void labels, trainIds, reduce-zero-label)
+    becomes two tables, and a 2048 x 1024 image costs one pass.
+    """
+    k = num_classes
+    idx = rows[reference].astype(np.int32) * (k + 1) + cols[prediction]
+    m = np.bincount(idx.ravel(), minlength=(k + 2) * (k + 1)).reshape(k + 2, k + 1)
+    return m[:k, :k].astype(np.int64), int(m[k + 1].sum()), int(m[:, k].sum()), m.sum(axis=0)
+
+
 def _div(a, b):
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):

@@ -28,7 +28,6 @@ import numpy as np
 from geoseg.benchmarks.images import LUT_SIZE, read_labels
 from geoseg.benchmarks.registry import register
 from geoseg.benchmarks.semantic import (
-    IGNORE,
     LabelCoding,
     Pair,
     check_missing,
@@ -102,18 +101,13 @@ def class_list(train_ids: bool = False) -> ClassList:
                            for lb in EVAL))
 
 
-def coding() -> LabelCoding:
+def coding(train_ids: bool = False) -> LabelCoding:
     """34 x 34 labelId matrix: ignored ground-truth labels dropped, every predicted labelId a column."""
-    ref = np.full(LUT_SIZE, IGNORE, dtype=np.int64)
-    for lb in EVAL:
-        ref[lb.id] = lb.id
-    ref_ok = np.zeros(LUT_SIZE, dtype=bool)
-    ref_ok[:NUM_IDS] = True
-    pred = np.full(LUT_SIZE, IGNORE, dtype=np.int64)
-    pred[:NUM_IDS] = np.arange(NUM_IDS)
-    allowed = ref_ok.copy()
-    return LabelCoding(class_list(), NUM_IDS, ref, pred, allowed, ref_ok,
-                       "Cityscapes labelIds are 0..33; pass --train-ids for trainIds PNGs")
+    ignored = [lb.id for lb in LABELS if lb.id >= 0 and lb.ignore]
+    return LabelCoding.from_maps(class_list(), NUM_IDS, {lb.id: lb.id for lb in EVAL}, ignored,
+                                 {i: i for i in range(NUM_IDS)},
+                                 "Cityscapes labelIds are 0..33; pass --train-ids for trainIds PNGs",
+                                 None if train_ids else refuse_train_ids)
 
 
 def _frame(path: str) -> str:
@@ -137,17 +131,25 @@ def find_predictions(folder, frames: list[str], pattern: str) -> dict[str, str |
 
 def read_prediction(path: str, train_ids: bool) -> np.ndarray:
     pred = read_labels(path, "prediction")
-    values = np.flatnonzero(np.bincount(pred.ravel(), minlength=1)) if pred.size else np.array([], int)
-    if train_ids:
-        bad = [int(v) for v in values if v > 18 and v != 255]
-        if bad:
-            raise GeosegError(f"--train-ids: values {bad[:8]} are not trainIds (0..18, 255)", path)
-        return TRAIN_TO_ID[pred]
-    if values.size and values.max() <= 255 and set(values.tolist()) <= set(range(19)) | {255} \
-            and set(values.tolist()) & _TRAIN_ID_TELLS:
+    if not train_ids:
+        return pred
+    if pred.dtype != np.uint8 and pred.size and pred.max() > 255:
+        raise GeosegError("--train-ids: values above 255 are not trainIds (0..18, 255)", path)
+    bad = np.flatnonzero(np.bincount(pred.ravel(), minlength=256)[19:255]) + 19
+    if bad.size:
+        raise GeosegError(f"--train-ids: values {bad[:8].tolist()} are not trainIds (0..18, 255)", path)
+    return TRAIN_TO_ID[pred]
+
+
+def refuse_train_ids(path: str, pred: np.ndarray, values, illegal: bool) -> None:
+    """Refuse a labelIds prediction that holds only trainIds (0..18 and 255), among them ids no labelIds model
+    predicts."""
+    values = {int(v) for v in values}
+    if illegal:
+        values |= {int(v) for v in np.unique(pred[pred >= NUM_IDS])}
+    if values and values <= set(range(19)) | {255} and values & _TRAIN_ID_TELLS:
         raise GeosegError("looks like trainIds (values only in 0..18 and 255), not labelIds; pass --train-ids "
                           "if it is", path)
-    return pred
 
 
 class InstanceWeights:
@@ -171,11 +173,11 @@ class InstanceWeights:
 
     def __call__(self, pred: np.ndarray, ref: np.ndarray, pair: Pair) -> dict:
         inst_path = pair.reference.replace("labelIds", "instanceIds")
-        inst = read_labels(inst_path, "instance ground truth").astype(np.int64)
+        inst = read_labels(inst_path, "instance ground truth")
         if inst.shape != pred.shape:
             raise GeosegError("size differs from its labelIds image", inst_path)
         m = inst > 1000
-        ids, p = inst[m], pred[m].astype(np.int64)
+        ids, p = inst[m].astype(np.intp), pred[m].astype(np.intp)
         lab = ids // 1000
         size = np.bincount(ids, minlength=1)
         hit = np.bincount(ids, weights=(p == lab), minlength=1)
@@ -283,7 +285,7 @@ class Cityscapes:
     def evaluate(self, predictions, output, root, split: str = "val", train_ids: bool = False,
                  allow_missing: bool = False, overwrite: bool = False, threads: int | None = None) -> dict:
         pairs = check_missing(self.pairs(predictions, root, split), allow_missing, str(predictions))
-        code = coding()
+        code = coding(train_ids)
         results = score_pairs(pairs, code, read_pred=lambda p: read_prediction(p, train_ids),
                               extra=InstanceWeights(), threads=threads)
         report = semantic_report(results, code, self.name, {"root": str(root), "split": split,

@@ -251,9 +251,8 @@ def import_coco(results, annotations, output, score_threshold: float = 0.0, over
     """COCO results on exported chips -> a GeoPackage in map coordinates, one layer per category, styled."""
     import geopandas as gpd
     import shapely
-    from rasterio import Affine
     from pycocotools import mask as mask_utils
-    from rasterio import features
+    from rasterio import Affine, features
     from shapely import affinity
 
     from geoseg.benchmarks.coco import load_annotations, load_results

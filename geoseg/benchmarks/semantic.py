@@ -22,10 +22,9 @@ import numpy as np
 from geoseg.benchmarks.images import LUT_SIZE, check_same_size, check_values, few, read_labels
 from geoseg.classes import ClassList
 from geoseg.errors import GeosegError
-from geoseg.metrics import Confusion, confusion
+from geoseg.metrics import Confusion, coded_confusion
 
 log = logging.getLogger("geoseg")
-IGNORE = LUT_SIZE - 1  # a LUT entry that drops the pixel (any value >= the matrix side does)
 
 
 @dataclass(frozen=True)
@@ -39,19 +38,28 @@ class Pair:
 
 @dataclass(frozen=True)
 class LabelCoding:
-    """How one benchmark's label values map onto the confusion matrix.
+    """How one benchmark's label values map onto the confusion matrix (see ``metrics.coded_confusion``).
 
-    ``reference``: value -> row (``IGNORE`` drops the pixel); ``prediction``: value -> column;
-    ``allowed``: which predicted values are legal. ``classes`` are the scored rows.
+    ``rows``: reference value -> row, ``size`` for ignored, ``size + 1`` for illegal values;
+    ``cols``: predicted value -> column, ``size`` for illegal values. ``classes`` are the scored rows.
     """
 
     classes: ClassList
     size: int
-    reference: np.ndarray
-    prediction: np.ndarray
-    allowed: np.ndarray
-    reference_allowed: np.ndarray
+    rows: np.ndarray
+    cols: np.ndarray
     describe: str  # what the legal values are, for error lines
+    check: object = None  # optional check(path, prediction, legal values present, any illegal) -> refuse
+
+    @classmethod
+    def from_maps(cls, classes: ClassList, size: int, rows: dict, ignored, cols: dict, describe: str,
+                  check=None) -> LabelCoding:
+        r = np.full(LUT_SIZE, size + 1, dtype=np.uint16)
+        r[list(ignored)] = size
+        r[list(rows)] = list(rows.values())
+        c = np.full(LUT_SIZE, size, dtype=np.uint16)
+        c[list(cols)] = list(cols.values())
+        return cls(classes, size, r, c, describe, check)
 
 
 def identity_coding(classes: ClassList, reduce_zero_label: bool = False, void: int = 255) -> LabelCoding:
@@ -60,28 +68,15 @@ def identity_coding(classes: ClassList, reduce_zero_label: bool = False, void: i
     ``reduce_zero_label`` (mmsegmentation's option) recodes the *reference* only: 0 becomes
     ignore and every other value moves down by one.
     """
-    ids = np.array([c.id for c in classes])
-    size = int(ids.max()) + 2  # the last column collects predictions of ``void``
-    ref = np.full(LUT_SIZE, IGNORE, dtype=np.int64)
-    ref_ok = np.zeros(LUT_SIZE, dtype=bool)
-    ref_ok[void] = True
-    if reduce_zero_label:
-        ref[ids + 1] = ids
-        ref_ok[0] = True
-        ref_ok[ids + 1] = True
-    else:
-        ref[ids] = ids
-        ref_ok[ids] = True
-    pred = np.full(LUT_SIZE, IGNORE, dtype=np.int64)
-    pred[ids] = ids
-    pred[void] = size - 1
-    allowed = np.zeros(LUT_SIZE, dtype=bool)
-    allowed[ids] = True
-    allowed[void] = True
-    ref_desc = f"reference values {_ranges(ids + 1 if reduce_zero_label else ids)} and {void} void" + (
+    ids = [c.id for c in classes]
+    size = max(ids) + 2  # the last column collects predictions of ``void``
+    rows = {i + 1: i for i in ids} if reduce_zero_label else {i: i for i in ids}
+    ignored = [void, 0] if reduce_zero_label else [void]
+    cols = {**{i: i for i in ids}, void: size - 1}
+    ref_desc = f"reference values {_ranges(list(rows))} and {void} void" + (
         ", 0 ignored (--reduce-zero-label)" if reduce_zero_label else "")
-    return LabelCoding(classes, size, ref, pred, allowed, ref_ok,
-                       f"the classes are {_ranges(ids)}, and {void} (void); {ref_desc}")
+    return LabelCoding.from_maps(classes, size, rows, ignored, cols,
+                                 f"the classes are {_ranges(ids)}, and {void} (void); {ref_desc}")
 
 
 def _ranges(ids) -> str:
@@ -125,10 +120,15 @@ def score_pair(pair: Pair, coding: LabelCoding, read_pred=None, extra=None) -> I
     ref = read_labels(pair.reference, "ground truth")
     pred = read_labels(pair.prediction, "prediction") if read_pred is None else read_pred(pair.prediction)
     check_same_size(pred, ref, pair.prediction, pair.reference)
-    check_values(pred, coding.allowed, pair.prediction, coding.describe)
-    check_values(ref, coding.reference_allowed, pair.reference, coding.describe)
+    cm, bad_ref, bad_pred, per_column = coded_confusion(ref, pred, coding.rows, coding.cols, coding.size)
+    if coding.check is not None:
+        coding.check(pair.prediction, pred, np.flatnonzero(per_column[:coding.size]), bad_pred)
+    if bad_pred:  # name the values (the slow path runs only to write the error)
+        check_values(pred, coding.cols < coding.size, pair.prediction, coding.describe)
+    if bad_ref:
+        check_values(ref, coding.rows <= coding.size, pair.reference, coding.describe)
     conf = Confusion(coding.size)
-    conf.px += confusion(coding.reference[ref], coding.prediction[pred], coding.size)
+    conf.px += cm
     result = ImageResult(pair.name, pair.prediction, pair.reference, conf)
     if extra is not None:
         result.extra = extra(pred, ref, pair)

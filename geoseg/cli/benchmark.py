@@ -37,6 +37,7 @@ def list_adapters() -> None:
 @click.option("--min-region-size", type=int, help="cityscapes-instances: smallest scored instance (default 100).")
 @click.option("--segm-area", type=click.Choice(["box", "mask"]), help="coco: what decides object size for segm.")
 @click.option("--engine", type=click.Choice(["auto", "faster-coco-eval", "pycocotools"]), help="coco: COCOeval.")
+@click.option("--iou-types", help="coco: segm, bbox or segm,bbox (default both).")
 @click.option("--allow-missing", is_flag=True, default=None, help="Skip images without a prediction.")
 @overwrite_opt
 @debug_option
