@@ -10,6 +10,7 @@ The Python API mirrors the command line::
                              geoseg.EvaluateOptions(reference_class="building"))
     geoseg.train("configs/train/my.yaml", "models/my-model")
     bundle = geoseg.load_bundle("buildings-rgb")                        # .meta, .model (torch)
+    geoseg.benchmarks.evaluate("voc", "preds/", "reports/voc/", root="VOCdevkit/VOC2012", split="val")
 
 Names are imported on first use, so ``import geoseg`` stays light.
 """
@@ -43,6 +44,7 @@ def _command_module(name: str) -> None:
 
 
 _COMMANDS = ("predict", "vectorize", "evaluate", "train")
+_SUBPACKAGES = ("benchmarks",)  # geoseg.benchmarks.get("voc").evaluate(...)
 _API = {
     "PredictOptions": "geoseg.predict", "VectorizeOptions": "geoseg.vectorize",
     "EvaluateOptions": "geoseg.evaluate", "load_config": "geoseg.train",
@@ -53,7 +55,7 @@ _API = {
 
 
 def __getattr__(name: str):
-    if name in _COMMANDS:
+    if name in _COMMANDS or name in _SUBPACKAGES:
         return importlib.import_module(f"geoseg.{name}")
     if name in _API:
         value = getattr(importlib.import_module(_API[name]), name)
@@ -63,7 +65,7 @@ def __getattr__(name: str):
 
 
 def __dir__() -> list[str]:
-    return sorted([*globals(), *_COMMANDS, *_API])
+    return sorted([*globals(), *_COMMANDS, *_SUBPACKAGES, *_API])
 
 
-__all__ = ["GeosegError", "__version__", *_COMMANDS, *_API]
+__all__ = ["GeosegError", "__version__", *_COMMANDS, *_SUBPACKAGES, *_API]

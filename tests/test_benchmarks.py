@@ -456,3 +456,34 @@ def test_bad_input_one_line_each(shared_data, tmp_path):
            "category ids not in the annotations: 999", tmp_path)
     _fails(["benchmark", "evaluate", "cityscapes", str(tmp_path / "cs"), "--root", str(tmp_path), "-o", out],
            "gtFine/ is missing", tmp_path)
+
+
+def test_train_on_a_benchmark_then_predict_and_score_it(shared_data, tmp_path):
+    """``data: {adapter: voc, root: ...}`` trains with VOC's class table; the bundle then runs through
+    ``benchmark predict voc`` and ``benchmark evaluate voc`` end to end."""
+    import yaml
+
+    from geoseg.train import load_config
+
+    root = shared_data / "labelme" / "semantic_segmentation" / "data_dataset_voc"
+    cfg = tmp_path / "voc.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "data": {"adapter": "voc", "root": str(root)},
+        "model": {"architecture": "unet", "encoder": "resnet18", "chip_size": 64},
+        "sampling": {"chips_per_epoch": 4}, "train": {"epochs": 1, "batch_size": 2, "device": "cpu"},
+        "validation": {"fraction": 0.34}}))
+    c = load_config(cfg)
+    assert c.classes.names[:2] == ["background", "aeroplane"] and len(c.classes) == 21 and c.bands == (1, 2, 3)
+    res = CliRunner().invoke(cli, ["train", str(cfg), "-o", str(tmp_path / "model")])
+    assert res.exit_code == 0, res.output
+    meta = json.loads((tmp_path / "model" / "geoseg.json").read_text())
+    assert [c["name"] for c in meta["classes"]][15] == "person"
+    res = CliRunner().invoke(cli, ["benchmark", "predict", "voc", str(tmp_path / "model"), "--root", str(root),
+                                   "-o", str(tmp_path / "preds"), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    r = benchmarks.evaluate("voc", tmp_path / "preds", tmp_path / "report", root=root)
+    assert len(r["inputs"]) == 3 and r["overall"]["pixel_accuracy"] is not None
+    # a mismatched class list is refused with the adapter's names
+    cfg.write_text(yaml.safe_dump({"data": {"adapter": "voc", "root": str(root)}, "classes": ["a", "b"]}))
+    with pytest.raises(GeosegError, match="classes differ from the voc adapter's"):
+        load_config(cfg)

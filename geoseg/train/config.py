@@ -54,6 +54,17 @@ class ChipsConfig:
 
 
 @dataclass(frozen=True)
+class DataConfig:
+    """A public benchmark as training data (see geoseg.benchmarks.training)."""
+
+    adapter: str
+    root: str
+    split: str | None = None
+    classes: str | None = None  # folder adapter: the class-list YAML
+    reduce_zero_label: bool = False
+
+
+@dataclass(frozen=True)
 class ValidationConfig:
     block_size: int = 256
     fraction: float = 0.2  # of blocks held out, chosen by the seed, when holdout is empty
@@ -113,6 +124,7 @@ class TrainConfig:
     bands: tuple[int, ...]
     scenes: tuple[SceneConfig, ...] = ()
     chips: ChipsConfig | None = None
+    data: DataConfig | None = None
     validation: ValidationConfig = ValidationConfig()
     model: ModelConfig = ModelConfig()
     sampling: SamplingConfig = SamplingConfig()
@@ -205,14 +217,37 @@ def parse_config(raw: dict, path: Path) -> TrainConfig:
         q = Path(p)
         return str(q if q.is_absolute() else (base / q).resolve())
 
-    if "classes" not in raw:
+    data = None
+    if raw.get("data"):
+        d = dict(raw["data"]) if isinstance(raw["data"], dict) else raw["data"]
+        if isinstance(d, dict):
+            for k in ("root", "classes"):
+                if d.get(k):
+                    d[k] = rel(d[k])
+        data = _build(DataConfig, d, "data", src)
+        from geoseg.benchmarks.training import training_set
+
+        bench = training_set(data.adapter, data.root, data.split, data.classes, data.reduce_zero_label)
+    if "classes" not in raw and data is None:
         raise GeosegError("needs 'classes' (a class-list file or list)", src)
-    c = raw["classes"]
-    classes = load_classes(rel(c)) if isinstance(c, str) else ClassList.from_dict(
-        c if isinstance(c, dict) else {"classes": c}, src)
+    c = raw.get("classes")
+    if c is None:
+        classes = bench.classes  # the benchmark's own class table
+    else:
+        classes = load_classes(rel(c)) if isinstance(c, str) else ClassList.from_dict(
+            c if isinstance(c, dict) else {"classes": c}, src)
+    if data is not None and classes.names != bench.classes.names:
+        raise GeosegError(f"classes differ from the {data.adapter} adapter's ({', '.join(bench.classes.names)}); "
+                          "leave 'classes' out to use them", src)
     if not classes.is_contiguous():
         raise GeosegError("training classes must have ids 0..K-1 in order", src)
-    bands = raw["bands"] if "bands" in raw else _all_bands(raw, rel, src)
+    if "bands" not in raw and data is not None:
+        first = str(next(iter(bench.files.values()))[0])
+        raw = {**raw, "chips": {"images": str(Path(first).parent)}}  # probe the first image for its band count
+        bands = _all_bands(raw, rel, src)
+        raw = {k: v for k, v in raw.items() if k != "chips"}
+    else:
+        bands = raw["bands"] if "bands" in raw else _all_bands(raw, rel, src)
     if not isinstance(bands, list) or not bands or not all(isinstance(b, int) and b >= 1 for b in bands):
         raise GeosegError(f"bands must be a list of 1-based band indexes, got {bands!r}", src)
 
@@ -240,14 +275,15 @@ def parse_config(raw: dict, path: Path) -> TrainConfig:
             if k in ch:
                 ch[k] = rel(ch[k])
         chips = _build(ChipsConfig, ch, "chips", src)
-    if not scenes and chips is None:
-        raise GeosegError("needs 'scenes' (GeoTIFFs with labels) or 'chips' (image and mask folders)", src)
+    if not scenes and chips is None and data is None:
+        raise GeosegError("needs 'scenes' (GeoTIFFs with labels), 'chips' (image and mask folders) or 'data' "
+                          "(a benchmark: adapter, root, split)", src)
     val = dict(raw.get("validation") or {})
     val_scenes = [scene(s, f"validation.scenes[{i}]") for i, s in enumerate(val.pop("scenes", []) or [])]
     validation = _build(ValidationConfig, val, "validation", src)
     validation = dataclasses.replace(validation, scenes=val_scenes)
     cfg = TrainConfig(
-        classes=classes, bands=tuple(bands), scenes=scenes, chips=chips, validation=validation,
+        classes=classes, bands=tuple(bands), scenes=scenes, chips=chips, data=data, validation=validation,
         model=_build(ModelConfig, raw.get("model") or {}, "model", src),
         sampling=_build(SamplingConfig, raw.get("sampling") or {}, "sampling", src),
         augment=_build(AugmentConfig, raw.get("augment") or {}, "augment", src),

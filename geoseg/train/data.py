@@ -299,11 +299,19 @@ class SceneChips(torch.utils.data.Dataset):
 class ChipFolder(torch.utils.data.Dataset):
     """A VOC-style dataset: ``images/NAME.jpg`` with ``masks/NAME.png`` class masks."""
 
-    def __init__(self, images: str, masks: str, cfg: TrainConfig, mean=None, std=None, ignore_index: int = 255,
-                 names: list[str] | None = None) -> None:
+    def __init__(self, images: str | None, masks: str | None, cfg: TrainConfig, mean=None, std=None,
+                 ignore_index: int = 255, names: list[str] | None = None, files: dict | None = None,
+                 lut: np.ndarray | None = None) -> None:
+        """Chips from two folders matched by stem, or ``files`` (name -> (image, mask)) from a benchmark
+        adapter with ``lut`` recoding mask values to class ids (NODATA: ignored)."""
         self.cfg = cfg
-        img = {p.stem: p for p in sorted(Path(images).iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
-        msk = {p.stem: p for p in sorted(Path(masks).iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
+        self.lut = lut
+        if files is not None:
+            img = {n: Path(i) for n, (i, _) in files.items()}
+            msk = {n: Path(m) for n, (_, m) in files.items()}
+        else:
+            img = {p.stem: p for p in sorted(Path(images).iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
+            msk = {p.stem: p for p in sorted(Path(masks).iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
         self.names = names or sorted(set(img) & set(msk))
         if not self.names:
             raise GeosegError("no image has a mask with the same name", masks)
@@ -334,7 +342,10 @@ class ChipFolder(torch.utils.data.Dataset):
         except IndexError:
             raise GeosegError(f"has {im.shape[0]} bands, fewer than bands {list(self.cfg.bands)}",
                               self.images[name]) from None
-        m = np.asarray(Image.open(self.masks[name])).astype(np.int64)  # palette images give indexes
+        m = np.asarray(Image.open(self.masks[name]))  # palette images give indexes
+        if self.lut is not None:
+            return im.astype(np.float32), self.lut[m].astype(np.int64)
+        m = m.astype(np.int64)
         m[m == self.ignore] = NODATA
         return im.astype(np.float32), m
 

@@ -179,15 +179,27 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, progress: bool, stop_after
         with rasterio.open(sources[0].info.path) as first:
             input_info = {"dtype": first.dtypes[cfg.bands[0] - 1]}
     else:
-        ch = cfg.chips
-        probe = ChipFolder(ch.images, ch.masks, cfg, ignore_index=ch.ignore_index)
+        if cfg.data is not None:  # a public benchmark's images and masks, recoded by its adapter
+            from geoseg.benchmarks.training import training_set
+
+            d = cfg.data
+            bench = training_set(d.adapter, d.root, d.split, d.classes, d.reduce_zero_label)
+
+            def folder(mean=None, std=None, names=None):
+                return ChipFolder(None, None, cfg, mean, std, names=names, files=bench.files, lut=bench.lut)
+        else:
+            ch = cfg.chips
+
+            def folder(mean=None, std=None, names=None):
+                return ChipFolder(ch.images, ch.masks, cfg, mean, std, ch.ignore_index, names=names)
+        probe = folder()
         names = probe.names
         n_val = max(1, round(len(names) * cfg.validation.fraction)) if len(names) > 1 else 0
         order = np.random.default_rng(tc.seed).permutation(len(names))
         val_names = [names[i] for i in order[:n_val]]
         train_names = [names[i] for i in order[n_val:]] or names
-        mean, std = ChipFolder(ch.images, ch.masks, cfg, ignore_index=ch.ignore_index, names=train_names).statistics()
-        dataset = ChipFolder(ch.images, ch.masks, cfg, mean, std, ch.ignore_index, names=train_names)
+        mean, std = folder(names=train_names).statistics()
+        dataset = folder(mean, std, names=train_names)
         val_sources = [("chips", val_names)]
         gsd = None
         input_info = {"dtype": probe.image_dtype()}
