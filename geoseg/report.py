@@ -168,9 +168,24 @@ def markdown(report: dict) -> str:
         for s in report["scenes"]:
             lines.append(f"| {s['scene']} | {_fmt(s['overall']['pixel_accuracy'])} | {_fmt(s['overall']['mean_iou'])}"
                          f" | {_fmt(s['overall']['mean_iou_area'])} |")
+    lines += _benchmark_md(report)
     lines += ["", "Inputs:", *[f"- {i['prediction']} vs {i['reference']}" for i in report["inputs"]], "",
               "What the figures mean:", *[f"- {k}: {v}" for k, v in METRIC_NOTES], ""]
     return "\n".join(lines)
+
+
+def _benchmark_md(report: dict) -> list[str]:
+    """A benchmark's own scores (Cityscapes: iIoU per class and the categories), when the report has them."""
+    if "categories" not in report:
+        return []
+    o = report["overall"]
+    lines = ["", f"Cityscapes: mean IoU {_fmt(o['mean_iou'])}, mean iIoU {_fmt(o.get('mean_iiou'))}; categories: "
+             f"IoU {_fmt(o.get('category_iou'))}, iIoU {_fmt(o.get('category_iiou'))}", "",
+             "| class | IoU | iIoU |", "|---|---|---|"]
+    lines += [f"| {c['name']} | {_fmt(c['iou'])} | {_fmt(c.get('iiou'))} |" for c in report["classes"]]
+    lines += ["", "| category | IoU | iIoU |", "|---|---|---|"]
+    lines += [f"| {c['name']} | {_fmt(c['iou'])} | {_fmt(c['iiou'])} |" for c in report["categories"]]
+    return lines
 
 
 def _figures(report: dict) -> tuple[str, str]:
@@ -303,11 +318,26 @@ area-weighted mean IoU {_fmt(o['mean_iou_area'])}</p>
 <h2>Confusion matrix</h2><img alt="confusion matrix" src="data:image/png;base64,{heat}">
 <h2>IoU per class</h2><img alt="IoU per class" src="data:image/png;base64,{bars}">
 {maps_html}
+{_benchmark_html(report)}
 <h2>What the figures mean</h2><ul>{notes}</ul>
 <h2>Inputs and settings</h2><ul>{inputs}</ul><p><code>{settings}</code></p>
 <details><summary>Markdown report</summary><pre>{html.escape(md_rows)}</pre></details>
 </body></html>
 """
+
+
+def _benchmark_html(report: dict) -> str:
+    if "categories" not in report:
+        return ""
+    rows = lambda items: "".join(  # noqa: E731
+        f"<tr><td>{html.escape(c['name'])}</td><td>{_fmt(c['iou'])}</td><td>{_fmt(c.get('iiou'))}</td></tr>"
+        for c in items)
+    o = report["overall"]
+    return (f"<h2>Cityscapes scores</h2><p>mean IoU {_fmt(o['mean_iou'])} · mean iIoU {_fmt(o.get('mean_iiou'))} · "
+            f"category IoU {_fmt(o.get('category_iou'))} · category iIoU {_fmt(o.get('category_iiou'))}</p>"
+            f"<table id=iiou><tr><th>class</th><th>IoU</th><th>iIoU</th></tr>{rows(report['classes'])}</table>"
+            f"<table id=categories><tr><th>category</th><th>IoU</th><th>iIoU</th></tr>{rows(report['categories'])}"
+            "</table>")
 
 
 def write_reports(report: dict, results, classes: ClassList, folder: Path) -> None:

@@ -102,6 +102,9 @@ def test_pixel_level_equals_official(cs_root, official, tmp_path):
     _close(report["overall"]["category_iou"], ref["averageScoreCategories"])
     _close(report["overall"]["category_iiou"], ref["averageScoreInstCategories"])
     assert report["overall"]["mean_iiou"] is not None and 0 < report["overall"]["mean_iou"] < 1
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert f"| vehicle | {report['categories'][-1]['iou']:.4f} | {report['categories'][-1]['iiou']:.4f} |" in md
+    assert "<table id=categories>" in (tmp_path / "report" / "report.html").read_text()
 
 
 def test_train_ids_flag(cs_root, tmp_path):
