@@ -184,7 +184,18 @@ class Bundle:
     model: nn.Module
 
 
+def is_instance_bundle(meta: BundleMeta) -> bool:
+    from geoseg.instances.model import is_instance_architecture
+
+    return is_instance_architecture(meta.architecture)
+
+
 def build_model(meta: BundleMeta) -> nn.Module:
+    if is_instance_bundle(meta):  # the transform normalises and the tile size is native: both from the bundle
+        from geoseg.instances.model import create_instance_model
+
+        return create_instance_model(meta.architecture, meta.encoder, meta.in_channels, meta.num_classes,
+                                     meta.mean, meta.std, meta.tile_size, meta.arch_params)
     model = create_model(meta.architecture, meta.encoder, meta.in_channels, meta.num_classes, meta.arch_params)
     stride = output_stride(model)
     if meta.tile_size % stride:

@@ -96,14 +96,14 @@ class ChunkWriter:
     """A temporary tiled GeoTIFF written chunk by chunk (thread-safe)."""
 
     def __init__(self, final: Path, info: SceneInfo, count: int, nodata: int | None,
-                 colormap: dict | None = None, nearest_overviews: bool = False) -> None:
+                 colormap: dict | None = None, nearest_overviews: bool = False, dtype: str = "uint8") -> None:
         self.final = final
         self.tmp = tmp_name(final, "chunks.tif")
         self.height, self.width = info.height, info.width
         self._lock = threading.Lock()
         self._levels: list[tuple[int, Path, rasterio.io.DatasetWriter]] = []
         profile = dict(
-            driver="GTiff", width=info.width, height=info.height, count=count, dtype="uint8",
+            driver="GTiff", width=info.width, height=info.height, count=count, dtype=dtype,
             nodata=nodata, crs=info.crs, transform=info.transform, tiled=True,
             blockxsize=BLOCK, blockysize=BLOCK, compress="ZSTD", zstd_level=1,
             interleave="band", bigtiff="IF_SAFER",

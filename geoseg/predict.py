@@ -25,7 +25,7 @@ import numpy as np
 from geoseg import _command_module
 from geoseg._blend_ext import argmax_votes, fold_tile, normalize
 from geoseg.blending import check_blend, scaled_tile_weights
-from geoseg.bundle import check_tiling, load_bundle, read_meta, resolve_bundle
+from geoseg.bundle import check_tiling, is_instance_bundle, load_bundle, read_meta, resolve_bundle
 from geoseg.classes import NODATA, ClassList
 from geoseg.errors import GeosegError
 from geoseg.fit import check_fit
@@ -67,12 +67,26 @@ class PredictOptions:
     allow_no_crs: bool = False
     progress: bool = True
     strict: bool = False  # a scene that does not fit the model (bands, type, values, GSD) is an error
+    # instance bundles only (None: the default; given with a semantic bundle, an error)
+    score_threshold: float | None = None  # detections below are dropped (default 0.5)
+    mask_threshold: float | None = None  # mask probability that counts as inside (default 0.5)
+    max_object_size: str | None = None  # pixels or metres ("12m"); the overlap must be at least this
+    coco_results: str | None = None  # also write the instances as a COCO results JSON here
 
     def __post_init__(self) -> None:
         check_blend(self.blend)
         check_options(self)
         if self.overviews not in ("nearest", "mode"):
             raise GeosegError(f"--overviews must be nearest or mode, got {self.overviews!r}")
+        for name in ("score_threshold", "mask_threshold"):
+            v = getattr(self, name)
+            if v is not None and not 0 <= v <= 1:
+                raise GeosegError(f"--{name.replace('_', '-')} must be in [0, 1], got {v}")
+
+    def instance_options(self) -> list[str]:
+        """The instance-only options that were given."""
+        return ["--" + n.replace("_", "-") for n in ("score_threshold", "mask_threshold", "max_object_size",
+                                                     "coco_results") if getattr(self, n) is not None]
 
 
 @dataclass(frozen=True)
@@ -309,13 +323,22 @@ def block_graph(job: SceneJob, blocks: list[list[Block]]) -> list[tuple[Block, o
 @dataclass
 class SceneOutputs:
     scene: str
-    classes: Path
+    classes: Path | None
     probabilities: Path | None
     skipped: bool = False  # the outputs existed and were kept
+    instances: Path | None = None  # NAME.instances.tif (instance bundles)
+    instances_gpkg: Path | None = None  # NAME.instances.gpkg
+
+    @property
+    def files(self) -> list[Path]:
+        return [p for p in (self.classes, self.probabilities, self.instances, self.instances_gpkg) if p is not None]
 
 
-def output_paths(out_dir: Path, scene: str | os.PathLike, probabilities: bool) -> SceneOutputs:
+def output_paths(out_dir: Path, scene: str | os.PathLike, probabilities: bool, instances: bool = False) -> SceneOutputs:
     stem = output_stem(scene)
+    if instances:
+        return SceneOutputs(os.fspath(scene), None, None, instances=out_dir / f"{stem}.instances.tif",
+                            instances_gpkg=out_dir / f"{stem}.instances.gpkg")
     return SceneOutputs(os.fspath(scene), out_dir / f"{stem}.classes.tif",
                         out_dir / f"{stem}.probs.tif" if probabilities else None)
 
@@ -378,12 +401,25 @@ def predict(bundle: str | os.PathLike, inputs: list[str] | str, out_dir: str | o
     tile = meta.tile_size if options.tile_size is None else options.tile_size
     overlap = meta.overlap if options.overlap is None else options.overlap
     check_tiling(tile, overlap)
+    instance = is_instance_bundle(meta)
+    if not instance and options.instance_options():
+        raise GeosegError(f"{', '.join(options.instance_options())} apply to instance bundles; this is a semantic "
+                          f"model ({meta.architecture})", bundle)
+    if instance and options.probabilities:
+        raise GeosegError(f"--probabilities applies to semantic bundles; this is an instance model "
+                          f"({meta.architecture}): it writes NAME.instances.tif and NAME.instances.gpkg", bundle)
     scenes = resolve_inputs(inputs, options.allow_no_crs)
     if any(Path(s).parent.resolve() == Path(out_dir).resolve() for s in scenes):
         log.warning("%s: the output folder is also an input folder; geoseg's own outputs there "
                     "(*.classes.tif, *.probs.tif) are never taken as scenes", out_dir)
     infos = [inspect_scene(s, meta.bands, options.allow_no_crs) for s in scenes]
     _check_unique_stems(scenes)
+    if instance:
+        from geoseg.instances.predict import check_overlap, max_object_pixels
+
+        for info in infos:
+            check_overlap(overlap, max_object_pixels(options.max_object_size, info,
+                                                     meta.extra.get("max_object_size")), info)
     for info in infos:
         problems = check_fit(info, meta)
         if problems and options.strict:
@@ -402,18 +438,32 @@ def predict(bundle: str | os.PathLike, inputs: list[str] | str, out_dir: str | o
         # local schedulers then reuse this process's predictor.
         if runner.distributed:
             load_bundle(bundle)
+        elif instance:
+            from geoseg.instances.predictor import get_instance_predictor
+
+            get_instance_predictor(bundle, options.device)
         else:
             get_predictor(bundle, options.device)
-        for info in infos:
-            out = output_paths(out_dir, info.path, options.probabilities)
-            targets = [p for p in (out.classes, out.probabilities) if p is not None]
-            if not options.overwrite and all(p.exists() for p in targets):
+        results = []
+        for n, info in enumerate(infos, 1):
+            out = output_paths(out_dir, info.path, options.probabilities, instance)
+            if not options.overwrite and all(p.exists() for p in out.files) and not options.coco_results:
                 done.append(replace(out, skipped=True))
                 continue
-            log.info("%s: %dx%d px -> %s", info.path, info.width, info.height, out.classes)
-            predict_scene(info, bundle, meta.classes, out, options, runner, tile, overlap,
-                          meta.bands, meta.mean, meta.std)
+            log.info("%s: %dx%d px -> %s", info.path, info.width, info.height, out.files[0])
+            if instance:
+                from geoseg.instances.predict import predict_instances_scene
+
+                results += predict_instances_scene(info, bundle, meta.classes, out, options, runner, tile, overlap,
+                                                   meta.bands, meta.mean, n if options.coco_results else None)
+            else:
+                predict_scene(info, bundle, meta.classes, out, options, runner, tile, overlap,
+                              meta.bands, meta.mean, meta.std)
             done.append(out)
+        if options.coco_results:  # image_id: the scene's number in the run, in input order
+            from geoseg.instances.io import write_json
+
+            write_json(Path(options.coco_results), results)
     return done
 
 

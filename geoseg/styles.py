@@ -52,6 +52,34 @@ def fill_qml(cls: SegClass, alpha: int = 255, outline: bool = True) -> str:
     )
 
 
+def categorized_fill_qml(classes, field: str = "class_name", alpha: int = 160) -> str:
+    """A polygon style with one category per class (by ``field``), each filled with the class colour."""
+    cats, symbols = [], []
+    for n, c in enumerate(classes):
+        r, g, b = c.rgb
+        props = {"color": f"{r},{g},{b},{alpha}", "style": "solid", "outline_style": "solid",
+                 "outline_color": f"{int(r * 0.6)},{int(g * 0.6)},{int(b * 0.6)},255", "outline_width": "0.4",
+                 "outline_width_unit": "MM", "joinstyle": "bevel"}
+        options = "".join(f'<Option name="{k}" type="QString" value="{v}"/>' for k, v in props.items())
+        legacy = "".join(f'<prop k="{k}" v="{v}"/>' for k, v in props.items())
+        cats.append(f'   <category render="true" symbol="{n}" value={quoteattr(c.name)} label={quoteattr(c.name)}/>')
+        symbols.append(f'   <symbol type="fill" name="{n}" alpha="1" clip_to_extent="1" force_rhr="0">'
+                       f'<layer class="SimpleFill" pass="0" locked="0" enabled="1"><Option type="Map">{options}'
+                       f"</Option>{legacy}</layer></symbol>")
+    return (
+        "<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>\n"
+        '<qgis version="3.22.0" styleCategories="Symbology">\n'
+        f' <renderer-v2 type="categorizedSymbol" attr={quoteattr(field)} symbollevels="0" enableorderby="0" '
+        'forceraster="0">\n'
+        "  <categories>\n" + "\n".join(cats) + "\n  </categories>\n"
+        "  <symbols>\n" + "\n".join(symbols) + "\n  </symbols>\n"
+        "  <rotation/><sizescale/>\n"
+        " </renderer-v2>\n"
+        " <layerGeometryType>2</layerGeometryType>\n"
+        "</qgis>\n"
+    )
+
+
 def write_layer_styles(gpkg: Path, styles: dict[str, str], geometry_column: str = "geom") -> None:
     """Store one default QML style per layer (``{layer: qml}``) in ``gpkg``."""
     con = sqlite3.connect(gpkg)

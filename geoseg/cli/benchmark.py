@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from geoseg.cli.main import debug_option
-from geoseg.cli.options import overwrite_opt, raster_processing_options
+from geoseg.cli.options import overwrite_opt
 
 
 @click.group()
@@ -53,55 +53,11 @@ def evaluate(adapter, predictions, output, overwrite, **options) -> None:
     click.echo(f"report: {output}/report.html (also report.md, report.json)")
 
 
-@benchmark.command("predict")
-@click.argument("adapter")
-@click.argument("bundle")
-@click.option("--root", required=True, type=click.Path(file_okay=False), help="The benchmark's root folder.")
-@click.option("--split", default=None)
-@click.option("--classes", type=click.Path(dir_okay=False), help="folder: the class-list YAML.")
-@click.option("-o", "--output", required=True, type=click.Path(file_okay=False))
-@raster_processing_options
-@debug_option
-def predict(adapter, bundle, root, split, classes, output, **opts) -> None:
-    """Run BUNDLE over the benchmark's images; write predictions in its own format."""
-    from geoseg.benchmarks.predict import predict as run
-    from geoseg.predict import PredictOptions
+def _register() -> None:
+    from geoseg.cli.benchmark_io import export, import_, predict
 
-    opts.pop("allow_no_crs")
-    files = run(adapter, bundle, output, root, split, classes, PredictOptions(**opts))
-    click.echo(f"{len(files)} predictions in {output}")
+    for command in (predict, export, import_):
+        benchmark.add_command(command)
 
 
-@benchmark.command("export")
-@click.argument("kind", type=click.Choice(["coco", "voc"]))
-@click.argument("scenes", type=click.Path())
-@click.argument("labels", type=click.Path(dir_okay=False))
-@click.option("-o", "--output", required=True, type=click.Path(file_okay=False))
-@click.option("--chip-size", type=int, default=512, show_default=True)
-@click.option("--overlap", type=int, default=0, show_default=True)
-@click.option("--class-field", default=None, help="Label field naming each feature's class.")
-@click.option("--category", default="building", show_default=True, help="The class when there is no field.")
-@click.option("--format", "fmt", type=click.Choice(["png", "tif"]), default="png", show_default=True)
-@click.option("--split", default="train", show_default=True, help="voc: the split file's name.")
-@overwrite_opt
-@debug_option
-def export(kind, scenes, labels, output, **opts) -> None:
-    """Cut georeferenced SCENES labelled by LABELS into COCO instance or VOC semantic chips."""
-    from geoseg.benchmarks.export import export as run
-
-    click.echo(f"chips in {run(kind, scenes, labels, output, **opts)}")
-
-
-@benchmark.command("import")
-@click.argument("kind", type=click.Choice(["coco"]))
-@click.argument("results", type=click.Path(dir_okay=False))
-@click.option("--annotations", required=True, type=click.Path(dir_okay=False), help="The export's annotations.json.")
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="GeoPackage to write.")
-@click.option("--score-threshold", type=float, default=0.0, show_default=True)
-@overwrite_opt
-@debug_option
-def import_(kind, results, annotations, output, score_threshold, overwrite) -> None:
-    """COCO RESULTS on exported chips -> a georeferenced, styled GeoPackage (one polygon per instance)."""
-    from geoseg.benchmarks.export import import_coco
-
-    click.echo(f"instances: {import_coco(results, annotations, output, score_threshold, overwrite)}")
+_register()

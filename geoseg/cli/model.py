@@ -7,6 +7,8 @@ import json
 import click
 
 from geoseg.cli.main import debug_option
+from geoseg.cli.options import floats as _floats
+from geoseg.cli.options import ints as _ints
 
 
 @click.group()
@@ -16,7 +18,8 @@ def model() -> None:
 
 @model.command("init")
 @click.argument("architecture")
-@click.option("--encoder", default="resnet34", show_default=True, help="smp/timm encoder name.")
+@click.option("--encoder", "--backbone", "encoder", default=None,
+              help="smp/timm encoder name (default resnet34); maskrcnn: resnet50, resnet50_v2, mobilenet_v3_large.")
 @click.option("--bands", default="1,2,3", show_default=True, help="Input band indexes, in model order.")
 @click.option("--classes", "classes", default="background,building,road,water", show_default=True,
               help="Comma-separated class names (background is prepended if absent), or a class-list YAML.")
@@ -33,6 +36,8 @@ def init(architecture, encoder, bands, classes, mean, std, tile_size, overlap, g
     """Write a randomly initialised bundle of ARCHITECTURE."""
     from geoseg.bundle import init_bundle
 
+    if encoder is None:
+        encoder = "resnet50" if architecture.lower() == "maskrcnn" else "resnet34"
     path = init_bundle(architecture, output, encoder=encoder, bands=_ints(bands, "--bands"),
                        classes=classes, mean=_floats(mean, "--mean"), std=_floats(std, "--std"),
                        tile_size=tile_size, overlap=overlap, gsd=gsd, seed=seed, overwrite=overwrite)
@@ -67,21 +72,10 @@ def list_models():
                    f"classes {','.join(c.name for c in m.classes):<22} held-out: {held or 'not recorded'}")
 
 
-def _ints(text: str, name: str) -> tuple[int, ...]:
-    from geoseg.errors import GeosegError
+def _register() -> None:
+    from geoseg.cli.model_import import import_model
 
-    try:
-        return tuple(int(v) for v in text.split(","))
-    except ValueError:
-        raise GeosegError(f"{name} must be comma-separated integers, got {text!r}") from None
+    model.add_command(import_model)
 
 
-def _floats(text: str | None, name: str) -> tuple[float, ...] | None:
-    from geoseg.errors import GeosegError
-
-    if text is None:
-        return None
-    try:
-        return tuple(float(v) for v in text.split(","))
-    except ValueError:
-        raise GeosegError(f"{name} must be comma-separated numbers, got {text!r}") from None
+_register()

@@ -39,3 +39,23 @@ def raster_processing_options(f):
     return f
 classes_opt = click.option("--classes", type=click.Path(dir_okay=False), default=None,
                            help="Class-list YAML (names, colours); default: the raster's or bundle's own.")
+
+
+def ints(text: str, name: str) -> tuple[int, ...]:
+    from geoseg.errors import GeosegError
+
+    try:
+        return tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise GeosegError(f"{name} must be comma-separated integers, got {text!r}") from None
+
+
+def floats(text: str | None, name: str) -> tuple[float, ...] | None:
+    from geoseg.errors import GeosegError
+
+    if text is None:
+        return None
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise GeosegError(f"{name} must be comma-separated numbers, got {text!r}") from None

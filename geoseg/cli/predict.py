@@ -19,6 +19,16 @@ from geoseg.cli.vectorize import vectorize_options
               help="Resampling of the class COG's overviews (mode: the most frequent class; slower).")
 @click.option("--strict", is_flag=True,
               help="A scene that does not fit the model (band count, data type, value range, GSD) is an error.")
+@click.option("--score-threshold", type=float, default=None,
+              help="Instance bundles: drop detections scoring below this (default 0.5).")
+@click.option("--mask-threshold", type=float, default=None,
+              help="Instance bundles: mask probability that counts as inside the object (default 0.5).")
+@click.option("--max-object-size", default=None,
+              help="Instance bundles: the largest expected object, in pixels (40) or metres (12m). The overlap "
+                   "must be at least this, or objects could be cut by tiles (default: the bundle's).")
+@click.option("--coco-results", type=click.Path(dir_okay=False), default=None,
+              help="Instance bundles: also write every instance as COCO results JSON (scene pixels; image_id is "
+                   "the scene's number in the input order).")
 @click.option("--vectorize", "do_vectorize", is_flag=True,
               help="Also vectorize each class raster into OUTPUT/NAME.gpkg (see geoseg vectorize).")
 @vectorize_options
@@ -28,7 +38,9 @@ def predict(bundle: str, inputs: tuple[str, ...], output: str, do_vectorize: boo
     """Predict class rasters for INPUTS (files, folders or globs) with BUNDLE.
 
     Writes OUTPUT/NAME.classes.tif (a COG with a colour map) per scene, and with
-    --vectorize OUTPUT/NAME.gpkg.
+    --vectorize OUTPUT/NAME.gpkg. An instance bundle (maskrcnn) writes
+    OUTPUT/NAME.instances.gpkg (one polygon per object) and NAME.instances.tif
+    (instance ids) instead; the overlap must be at least the largest object's size.
     """
     from pathlib import Path
 
@@ -41,16 +53,17 @@ def predict(bundle: str, inputs: tuple[str, ...], output: str, do_vectorize: boo
         if o.skipped:
             click.echo(f"skipped {Path(o.scene).name} (output exists; --overwrite to replace)")
             continue
-        click.echo(o.classes)
-        if o.probabilities:
-            click.echo(o.probabilities)
+        for f in o.files:
+            click.echo(f)
     skipped = sum(o.skipped for o in outs)
     click.echo(f"{len(outs) - skipped} scene{'s' if len(outs) - skipped != 1 else ''} predicted"
                + (f", {skipped} skipped" if skipped else ""), err=True)
+    if options.coco_results:
+        click.echo(options.coco_results)
     if do_vectorize:
         from geoseg.vectorize import VectorizeOptions, vectorize
 
-        for o in outs:
+        for o in (o for o in outs if o.classes is not None):  # instance outputs are polygons already
             gpkg = o.classes.with_name(o.classes.name.replace(".classes.tif", ".gpkg"))
             vopts = VectorizeOptions(
                 min_area=min_area, fill_holes=fill_holes, simplify=simplify, connectivity=int(connectivity),

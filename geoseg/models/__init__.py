@@ -53,7 +53,9 @@ def _smp_architectures() -> dict[str, type]:
 
 
 def available_architectures() -> list[str]:
-    return sorted({*_OWN, *_smp_architectures()})
+    from geoseg.instances.model import INSTANCE_ARCHITECTURES
+
+    return sorted({*_OWN, *_smp_architectures(), *INSTANCE_ARCHITECTURES})
 
 
 def create_model(
@@ -66,6 +68,10 @@ def create_model(
     """Build an untrained model; fails with the valid names on an unknown one."""
     name = architecture.lower()
     params = dict(params or {})
+    from geoseg.instances.model import create_instance_model, is_instance_architecture
+
+    if is_instance_architecture(name):
+        return create_instance_model(name, encoder, in_channels, classes, params=params)
     try:
         if name in _OWN:
             return _OWN[name](encoder=encoder, in_channels=in_channels, classes=classes, **params)

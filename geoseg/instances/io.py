@@ -1,0 +1,125 @@
+"""Instance outputs: ``NAME.instances.gpkg`` (styled), ``NAME.instances.tif`` (uint32 ids, COG) and COCO results.
+
+Every file is written under a temporary name and renamed into place (``geoseg.output``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+from rasterio import Affine
+
+from geoseg.classes import ClassList
+from geoseg.instances.tiled import Instance
+from geoseg.raster import SceneInfo
+from geoseg.tiling import chunk_grid
+
+LAYER = "instances"
+FIELDS = ["instance_id", "class_id", "class_name", "score", "area_m2", "perimeter_m", "source"]
+
+
+def polygon(inst: Instance, transform: Affine):
+    """The instance's mask as one (multi)polygon in map coordinates, exactly along pixel edges."""
+    import shapely
+    from rasterio import features
+
+    t = transform * Affine.translation(inst.x0, inst.y0)
+    m = inst.mask.astype(np.uint8)
+    parts = [shapely.geometry.shape(g) for g, v in features.shapes(m, mask=inst.mask, transform=t) if v]
+    return shapely.union_all(parts) if len(parts) > 1 else parts[0]
+
+
+def write_gpkg(final: Path, instances: list[Instance], info: SceneInfo, classes: ClassList) -> None:
+    import geopandas as gpd
+
+    from geoseg.output import respect_umask, tmp_name, vector_write_errors, write_error
+    from geoseg.styles import categorized_fill_qml, write_layer_styles
+    from geoseg.vectorize import _Measure
+
+    geoms = [polygon(q, info.transform) for q in instances]
+    measure = _Measure(info.crs, info.transform)
+    area, perim = measure.area_perimeter(geoms) if geoms else (np.zeros(0), np.zeros(0))
+    names = {c.id: c.name for c in classes}
+    frame = gpd.GeoDataFrame({
+        "instance_id": np.arange(1, len(instances) + 1, dtype=np.int64),
+        "class_id": [q.label for q in instances],
+        "class_name": [names.get(q.label, f"class_{q.label}") for q in instances],
+        "score": [q.score for q in instances],
+        "area_m2": area, "perimeter_m": perim,
+        "source": ["tile" if q.parts == 1 else f"merged from {q.parts} tiles" for q in instances],
+    }, geometry=geoms, crs=info.crs)
+    tmp = tmp_name(final, "gpkg")
+    try:
+        frame.to_file(tmp, layer=LAYER, driver="GPKG", engine="pyogrio")
+        write_layer_styles(tmp, {LAYER: categorized_fill_qml([c for c in classes if c.vectorize])})
+        respect_umask(tmp)
+        os.replace(tmp, final)
+    except vector_write_errors() as exc:
+        tmp.unlink(missing_ok=True)
+        raise write_error(exc, final) from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_raster(final: Path, instances: list[Instance], info: SceneInfo, chunk_size: int) -> None:
+    """uint32 instance ids (1.. in the GeoPackage's order, 0 = none), painted chunk by chunk; where two
+    masks overlap, the higher score (then the lower id) is on top."""
+    from geoseg.output import ChunkWriter
+
+    order = sorted(range(len(instances)), key=lambda i: (instances[i].score, -i))
+    writer = ChunkWriter(final, info, 1, 0, nearest_overviews=True, dtype="uint32")
+    try:
+        for row in chunk_grid(info.height, info.width, chunk_size):
+            for ch in row:
+                w = ch.window
+                y0, x0, h, wd = int(w.row_off), int(w.col_off), int(w.height), int(w.width)
+                arr = np.zeros((h, wd), dtype=np.uint32)
+                for i in order:
+                    q = instances[i]
+                    ya, yb, xa, xb = max(y0, q.y0), min(y0 + h, q.y1), max(x0, q.x0), min(x0 + wd, q.x1)
+                    if ya >= yb or xa >= xb:
+                        continue
+                    m = q.mask[ya - q.y0 : yb - q.y0, xa - q.x0 : xb - q.x0]
+                    arr[ya - y0 : yb - y0, xa - x0 : xb - x0][m] = i + 1
+                writer.write(arr, w)
+
+        def decorate(ds) -> None:
+            ds.set_band_description(1, "instance id (0 = none)")
+            ds.update_tags(geoseg_product="instances")
+
+        writer.finish_cog(decorate, "NEAREST")
+    except BaseException:
+        writer.discard()
+        raise
+
+
+def scene_rle(inst: Instance, height: int, width: int) -> dict:
+    """COCO compressed RLE of the instance in scene pixels, built from its crop (never a scene-sized mask)."""
+    from pycocotools import mask as mask_utils
+
+    cx, cy = np.nonzero(inst.mask.T)  # column-major order: by column, then row
+    pos = (inst.x0 + cx).astype(np.int64) * height + inst.y0 + cy
+    breaks = np.flatnonzero(np.diff(pos) != 1) + 1
+    starts = np.r_[pos[0], pos[breaks]]
+    ends = np.r_[pos[breaks - 1] + 1, pos[-1] + 1]
+    counts = np.empty(2 * len(starts) + 1, dtype=np.int64)
+    counts[0::2] = np.r_[starts[0], starts[1:] - ends[:-1], height * width - ends[-1]]
+    counts[1::2] = ends - starts
+    rle = mask_utils.frPyObjects({"size": [height, width], "counts": counts.tolist()}, height, width)
+    return {"size": [height, width], "counts": rle["counts"].decode()}
+
+
+def coco_results(instances: list[Instance], info: SceneInfo, image_id: int) -> list[dict]:
+    return [{"image_id": image_id, "category_id": q.label, "score": q.score,
+             "bbox": [float(q.x0), float(q.y0), float(q.mask.shape[1]), float(q.mask.shape[0])],
+             "segmentation": scene_rle(q, info.height, info.width)} for q in instances]
+
+
+def write_json(final: Path, data) -> None:
+    from geoseg.output import atomic_write_text
+
+    atomic_write_text(final, json.dumps(data))
