@@ -40,11 +40,14 @@ from geoseg.output import (
     output_dir,
     write_class_sidecars,
 )
-from geoseg.raster import SceneInfo, gdal_cache, inspect_scene, read_window
+from geoseg.raster import GDAL_CACHE_MB, SceneInfo, gdal_cache, inspect_scene, read_window
 from geoseg.scheduler import Runner, open_runner, progress_bar, run_graph
 from geoseg.tiling import Block, TileGrid, pad_tile
 
 log = logging.getLogger("geoseg")
+# Instance runs read each block once and keep no votes to hand on: a smaller block cache keeps their
+# memory flat from small scenes to large ones (measured: bench/instances.py)
+INSTANCE_GDAL_CACHE_MB = 32
 # pixel types the compiled tile normaliser reads directly (others go through float64)
 _PIXEL_TYPES = tuple(np.dtype(t) for t in ("u1", "i1", "u2", "i2", "u4", "i4", "u8", "i8", "f4", "f8"))
 
@@ -433,7 +436,7 @@ def predict(bundle: str | os.PathLike, inputs: list[str] | str, out_dir: str | o
 
     threads = torch.get_num_threads()  # local workers set their share; the caller's setting comes back
     with output_dir(out_dir) as out_dir, open_runner(options.scheduler, options.workers, client) as runner, \
-            _restore_torch_threads(threads), gdal_cache():
+            _restore_torch_threads(threads), gdal_cache(INSTANCE_GDAL_CACHE_MB if instance else GDAL_CACHE_MB):
         # Load the weights here first: a broken bundle fails before any scene is touched, and
         # local schedulers then reuse this process's predictor.
         if runner.distributed:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 from pathlib import Path
 
@@ -53,16 +54,20 @@ def predict_instances_scene(info: SceneInfo, bundle: str, classes: ClassList, ou
     from geoseg.predict import default_batch_size
 
     grid = TileGrid(info.height, info.width, tile, overlap)
+    blocks = [b for row in grid.blocks(options.chunk_size) for b in row]
+    threads = runner.torch_threads
+    if not runner.distributed and len(blocks) < runner.workers:  # fewer blocks than workers: give them the cores
+        threads = max(1, (os.cpu_count() or 1) // len(blocks))
     job = InstanceJob(
         scene=info, bundle=str(Path(bundle).resolve()), bands=bands, mean=mean, grid=grid, device=options.device,
         batch_size=options.batch_size or default_batch_size(options.device),
         score_threshold=DEFAULT_SCORE_THRESHOLD if options.score_threshold is None else options.score_threshold,
         mask_threshold=DEFAULT_MASK_THRESHOLD if options.mask_threshold is None else options.mask_threshold,
-        torch_threads=runner.torch_threads,
+        torch_threads=threads,
     )
     delayed = dask.delayed(infer_block, pure=True)
-    graph = [(b, delayed(job, b, dask_key_name=f"instances-{dask.base.tokenize(job)}-{b.i}-{b.j}"))
-             for row in grid.blocks(options.chunk_size) for b in row]
+    token = dask.base.tokenize(job)
+    graph = [(b, delayed(job, b, dask_key_name=f"instances-{token}-{b.i}-{b.j}")) for b in blocks]
     pieces = []
     bar = progress_bar(grid.n_tiles, Path(info.path).name, options.progress, unit="tile")
 
