@@ -157,7 +157,11 @@ def summarize(meta: BundleMeta) -> list[str]:
         lines.append(f"trained on    {', '.join(names)}")
     for key, label in (("validation", "validation"), ("test", "test (held out)")):
         block = ex.get(key)
-        if block:
+        if block and "mask_ap" in block:  # an instance model
+            ap, f1 = block.get("mask_ap"), block.get("f1")
+            lines.append(f"{label:<13} mask AP {'–' if ap is None else f'{ap:.3f}'}, F1 "
+                         f"{'–' if f1 is None else f'{f1:.3f}'} epoch {block.get('epoch')}")
+        elif block:
             ious = ", ".join(f"{k} {v:.3f}" for k, v in block.get("iou", {}).items() if v is not None)
             where = f" epoch {block['epoch']}" if "epoch" in block else ""
             lines.append(f"{label:<13} IoU {ious}{where}")

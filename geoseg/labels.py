@@ -113,6 +113,22 @@ class VectorLabels:
                          fill=self.fill, all_touched=False, dtype="int32")
 
 
+def read_instances(labels: VectorLabels, grid: Grid, win: Window) -> tuple[np.ndarray, dict[int, int]]:
+    """Each feature burnt with its own number (1..; 0 where none), and each number's class id: one instance
+    per feature, clipped by the window's edge."""
+    from rasterio.features import rasterize
+
+    t = window_transform(win, grid.transform)
+    h, w = int(win.height), int(win.width)
+    box = shapely.box(*rasterio.transform.array_bounds(h, w, t))
+    hits = sorted(labels._index().query(box, predicate="intersects")) if labels.geoms else []
+    if not hits:
+        return np.zeros((h, w), dtype=np.int32), {}
+    ids = rasterize(((labels.geoms[i], i + 1) for i in hits), out_shape=(h, w), transform=t, fill=0,
+                    all_touched=False, dtype="int32")
+    return ids, {i + 1: int(labels.ids[i]) for i in hits}
+
+
 def read_vectors(path: str, crs, class_field: str | None, classes: ClassList, role: str,
                  constant: str | None = None, mapping: dict | None = None,
                  buffers: dict[str, float] | None = None, strict: bool = False):

@@ -296,3 +296,86 @@ def test_instance_bad_input(tmp_path, oracle_bundle):
     fails(["predict", str(four), str(scene), "-o", out], "band")
     with pytest.raises(GeosegError, match="--max-object-size must be a positive size"):
         predict(oracle_bundle, [str(scene)], out, PredictOptions(max_object_size="big", progress=False))
+
+
+# -- training ---------------------------------------------------------------------------------------
+
+
+def _instance_config(tmp_path: Path, shared: Path, epochs: int = 3, **extra) -> Path:
+    import yaml
+
+    cfg = {"classes": ["background", "building"],
+           "scenes": [{"image": str(shared / "solaris" / "sample_geotiff.tif"),
+                       "labels": {"path": str(shared / "solaris" / "geotiff_labels.geojson"),
+                                  "class_value": "building"}}],
+           "model": {"architecture": "maskrcnn", "encoder": "mobilenet_v3_large", "chip_size": 128,
+                     "tile_size": 256, "overlap": 64},
+           "sampling": {"chips_per_epoch": 8, "class_balance": 1.0},
+           "train": {"epochs": epochs, "batch_size": 2, "lr": 0.0005, "optimizer": "adamw", "device": "cpu"},
+           "validation": {"block_size": 300, "holdout": [[2, 2]]}, **extra}
+    path = tmp_path / "instances.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_train_maskrcnn_on_footprints_lowers_the_loss_and_predicts(shared_data, tmp_path):
+    import csv
+
+    cfg = _instance_config(tmp_path, shared_data)
+    res = CliRunner().invoke(cli, ["train", str(cfg), "-o", str(tmp_path / "m"), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    rows = list(csv.DictReader(open(tmp_path / "m" / "metrics.csv")))
+    assert [r["epoch"] for r in rows] == ["1", "2", "3"]
+    assert float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"])
+    assert all(0 <= float(r["val_mask_ap"]) <= 1 and 0 <= float(r["val_f1"]) <= 1 for r in rows)
+    meta = json.loads((tmp_path / "m" / "geoseg.json").read_text())
+    assert meta["architecture"] == "maskrcnn" and "mask_ap" in meta["extra"]["validation"]
+    assert (tmp_path / "m" / "checkpoint" / "model.safetensors").exists()
+    res = CliRunner().invoke(cli, ["predict", str(tmp_path / "m"), str(shared_data / "solaris" / "sample_geotiff.tif"),
+                                   "-o", str(tmp_path / "out"), "--no-progress", "--score-threshold", "0.05"])
+    assert res.exit_code == 0, res.output
+    with rasterio.open(tmp_path / "out" / "sample_geotiff.instances.tif") as src:
+        assert src.shape == (900, 900)
+
+
+def test_train_maskrcnn_resume_is_bit_identical(shared_data, tmp_path):
+    from geoseg.train import train
+
+    cfg = _instance_config(tmp_path, shared_data, epochs=2)
+    train(cfg, tmp_path / "a", progress=False)
+    train(cfg, tmp_path / "b", progress=False, stop_after=1)
+    train(cfg, tmp_path / "b", progress=False, resume=True)
+    assert (tmp_path / "a" / "checkpoint" / "model.safetensors").read_bytes() == \
+        (tmp_path / "b" / "checkpoint" / "model.safetensors").read_bytes()
+
+
+def test_train_maskrcnn_on_coco_chips(shared_data, tmp_path):
+    import yaml
+
+    from geoseg.benchmarks.export import export
+
+    export("coco", shared_data / "solaris" / "sample_geotiff.tif", shared_data / "solaris" / "geotiff_labels.geojson",
+           tmp_path / "chips", chip_size=256, overlap=32)
+    cfg = tmp_path / "coco.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "classes": ["background", "building"], "chips": {"coco": str(tmp_path / "chips" / "annotations.json")},
+        "model": {"architecture": "maskrcnn", "encoder": "mobilenet_v3_large", "chip_size": 128, "tile_size": 256,
+                  "overlap": 64},
+        "sampling": {"chips_per_epoch": 4}, "train": {"epochs": 1, "batch_size": 2, "device": "cpu"},
+        "validation": {"fraction": 0.2}}))
+    res = CliRunner().invoke(cli, ["train", str(cfg), "-o", str(tmp_path / "m"), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    meta = json.loads((tmp_path / "m" / "geoseg.json").read_text())
+    assert meta["bands"] == [1] and meta["extra"]["validation"]["epoch"] == 1
+    # categories that are not instance classes of the config are named
+    cfg.write_text(cfg.read_text().replace("background, building", "background, tree"))
+    bad = yaml.safe_load(cfg.read_text())
+    bad["classes"] = ["background", "tree", "car"]
+    ann = json.loads((tmp_path / "chips" / "annotations.json").read_text())
+    for a in ann["annotations"]:
+        a["category_id"] = 7
+    (tmp_path / "chips" / "bad.json").write_text(json.dumps(ann))
+    bad["chips"]["coco"] = str(tmp_path / "chips" / "bad.json")
+    cfg.write_text(yaml.safe_dump(bad))
+    res = CliRunner().invoke(cli, ["train", str(cfg), "-o", str(tmp_path / "m2"), "--no-progress"])
+    assert res.exit_code == 1 and "category ids [7] are not instance classes" in res.output

@@ -46,11 +46,12 @@ class SceneConfig:
 
 @dataclass(frozen=True)
 class ChipsConfig:
-    """A folder of image chips and one of masks with the same stems (VOC style)."""
+    """A folder of image chips and one of masks with the same stems (VOC style), or COCO instance chips."""
 
-    images: str
-    masks: str
+    images: str | None = None
+    masks: str | None = None
     ignore_index: int = 255
+    coco: str | None = None  # instance training: a COCO annotation JSON, images beside it
 
 
 @dataclass(frozen=True)
@@ -172,6 +173,14 @@ def _all_bands(raw: dict, rel, src: str) -> list[int]:
         files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".tif",
                                                                          ".tiff")) if folder.is_dir() else []
         first = files[0] if files else None
+    elif isinstance(raw.get("chips"), dict) and raw["chips"].get("coco"):
+        import json
+
+        try:
+            ann = Path(rel(raw["chips"]["coco"]))
+            first = ann.parent / json.loads(ann.read_text())["images"][0]["file_name"]
+        except (OSError, ValueError, KeyError, IndexError, TypeError):
+            first = None  # the dataset reports the annotation file's problem
     if first is None or not first.exists():
         return [1]  # the scene check names the missing file
     try:
@@ -271,10 +280,12 @@ def parse_config(raw: dict, path: Path) -> TrainConfig:
     chips = None
     if raw.get("chips"):
         ch = dict(raw["chips"])
-        for k in ("images", "masks"):
+        for k in ("images", "masks", "coco"):
             if k in ch:
                 ch[k] = rel(ch[k])
         chips = _build(ChipsConfig, ch, "chips", src)
+        if chips.coco is None and (chips.images is None or chips.masks is None):
+            raise GeosegError("chips needs images and masks folders (or coco: an annotation JSON)", src)
     if not scenes and chips is None and data is None:
         raise GeosegError("needs 'scenes' (GeoTIFFs with labels), 'chips' (image and mask folders) or 'data' "
                           "(a benchmark: adapter, root, split)", src)

@@ -162,6 +162,12 @@ def train(config: str | Path | TrainConfig, output: str | Path, *, resume: bool 
 
 
 def _train(cfg: TrainConfig, out: Path, resume: bool, progress: bool, stop_after: int | None) -> Path:
+    from geoseg.instances.model import is_instance_architecture
+
+    if is_instance_architecture(cfg.model.architecture):
+        from geoseg.instances.train import train_instances
+
+        return train_instances(cfg, out, resume, progress, stop_after)
     tc, k = cfg.train, len(cfg.classes)
 
     if cfg.scenes:
@@ -189,6 +195,9 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, progress: bool, stop_after
                 return ChipFolder(None, None, cfg, mean, std, names=names, files=bench.files, lut=bench.lut)
         else:
             ch = cfg.chips
+            if ch.coco:
+                raise GeosegError("chips.coco (COCO instance chips) trains instance models (model.architecture: "
+                                  "maskrcnn); semantic models read images and masks folders", cfg.source)
 
             def folder(mean=None, std=None, names=None):
                 return ChipFolder(ch.images, ch.masks, cfg, mean, std, ch.ignore_index, names=names)
