@@ -379,3 +379,11 @@ def test_train_maskrcnn_on_coco_chips(shared_data, tmp_path):
     cfg.write_text(yaml.safe_dump(bad))
     res = CliRunner().invoke(cli, ["train", str(cfg), "-o", str(tmp_path / "m2"), "--no-progress"])
     assert res.exit_code == 1 and "category ids [7] are not instance classes" in res.output
+
+
+def test_shipped_instance_config_parses():
+    from geoseg.train import load_config
+
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "train" / "instances.yaml")
+    assert cfg.model.architecture == "maskrcnn" and cfg.bands == (1,) and cfg.classes.names == ["background",
+                                                                                                  "building"]
