@@ -3,6 +3,7 @@
 Run by tests/test_qgis.py with Debian's /usr/bin/python3 and QT_QPA_PLATFORM=offscreen:
 
     python3 qgis_layers_check.py --raster NAME.classes.tif [--grid audit.gpkg --png grid.png]
+    python3 qgis_layers_check.py --instances NAME.instances.gpkg --png map.png
 
 Prints one JSON line per layer: the raster's renderer, its legend entries (label, colour,
 alpha); the grid's renderer and the colour rendered at the centre of each cell.
@@ -41,6 +42,23 @@ def grid(gpkg, png):
     print(json.dumps({"layer": "iou_grid", "renderer": layer.renderer().type(), "cells": cells}), flush=True)
 
 
+def instances(gpkg, png):
+    layer = QgsVectorLayer(f"{gpkg}|layername=instances", "instances", "ogr")
+    assert layer.isValid(), "instances layer is not valid"
+    r = layer.renderer()
+    cats = [{"value": c.value(), "label": c.label(), "color": c.symbol().color().name()} for c in r.categories()] \
+        if r.type() == "categorizedSymbol" else []
+    image, settings = render([layer], layer.extent(), png)
+    seen = []
+    for f in layer.getFeatures():
+        c = f.geometry().pointOnSurface().asPoint()
+        px = settings.mapToPixel().transform(c)
+        colour = image.pixelColor(int(px.x()), int(px.y()))
+        seen.append({"class_name": f["class_name"], "rgb": [colour.red(), colour.green(), colour.blue()]})
+    print(json.dumps({"layer": "instances", "renderer": r.type(), "field": getattr(r, "classAttribute", lambda: "")(),
+                      "categories": cats, "features": seen}), flush=True)
+
+
 def main(argv):
     app = QgsApplication([], False)
     app.initQgis()
@@ -48,6 +66,8 @@ def main(argv):
         raster(argv[argv.index("--raster") + 1])
     if "--grid" in argv:
         grid(argv[argv.index("--grid") + 1], argv[argv.index("--png") + 1])
+    if "--instances" in argv:
+        instances(argv[argv.index("--instances") + 1], argv[argv.index("--png") + 1])
 
 
 if __name__ == "__main__":

@@ -90,3 +90,24 @@ def test_iou_grid_leaves_cells_with_nothing_to_score_unfilled_and_fills_the_rest
     assert r > g and r > b and (r, g, b) != (215, 25, 28) and g > 100  # red, blended half with white
     r, g, b = by_iou[1.0]
     assert g > r and g > b and (r, g, b) != (26, 150, 65)
+
+
+@pytest.mark.skipif(not have_pyqgis() and not os.environ.get("CI"),
+                    reason="PyQGIS not installed (bash .ci/system-deps.sh installs it; CI always runs this)")
+def test_instances_gpkg_opens_styled_by_class_in_qgis(tmp_path):
+    from geoseg.bundle import init_bundle
+    from geoseg.predict import PredictOptions, predict
+    from tests.conftest import write_scene
+    from tests.test_instances import oracle_scene
+
+    bundle = init_bundle("components", tmp_path / "oracle", encoder="none", bands=(1,), classes="building",
+                         tile_size=128, overlap=32)
+    scene = write_scene(tmp_path / "s.tif", oracle_scene(300, 400, blobs=25)[None], nodata=None)
+    out = predict(bundle, [str(scene)], tmp_path / "out", PredictOptions(progress=False))[0]
+    (layer,) = run_layers_check("--instances", out.instances_gpkg, "--png", tmp_path / "map.png")
+    assert layer["renderer"] == "categorizedSymbol" and layer["field"] == "class_name"
+    assert [(c["value"], c["label"], c["color"]) for c in layer["categories"]] == [("building", "building", "#e31a1c")]
+    assert len(layer["features"]) > 10
+    for f in layer["features"]:  # every instance is drawn in its class colour (half transparent over white)
+        r, g, b = f["rgb"]
+        assert r > g + 40 and r > b + 40, f
