@@ -36,15 +36,33 @@ def resolve_device(device: str) -> torch.device:
 
 
 class Predictor:
-    """A bundle's model on a device, turning normalised tiles into class logits."""
+    """A bundle's model on a device and engine, turning normalised tiles into class logits.
 
-    def __init__(self, bundle_path: str | os.PathLike, device: str = "auto", amp: bool | None = None) -> None:
+    ``engine`` ``torch`` runs the model eagerly (bf16 autocast on CUDA, or on the CPU when
+    ``precision`` is bf16); ``openvino`` and ``onnxruntime`` run its conversion for ``tile`` px tiles
+    (see :mod:`geoseg.engines`), ``streams`` callers at a time with ``threads`` cores each.
+    """
+
+    def __init__(self, bundle_path: str | os.PathLike, device: str = "auto", amp: bool | None = None,
+                 engine: str = "torch", precision: str = "fp32", tile: int | None = None, streams: int = 1,
+                 threads: int | None = None) -> None:
         bundle = load_bundle(bundle_path)
         self.meta: BundleMeta = bundle.meta
         self.device = resolve_device(device)
-        # bf16 autocast only where the hardware has it: on this kind of CPU it is ~250x slower.
-        self.amp = (self.device.type == "cuda") if amp is None else amp
-        self.model = bundle.model.to(self.device).to(memory_format=torch.channels_last).eval()
+        self.engine, self.precision = engine, precision
+        # bf16 autocast only where asked (CUDA; --precision bf16): on CPUs without native bf16 it is ~250x slower.
+        self.amp = (self.device.type == "cuda" or precision == "bf16") if amp is None else amp
+        self.runner = None
+        if engine != "torch":
+            from geoseg.engines.runtime import ONNXRuntimeRunner, OpenVINORunner, convert
+
+            threads = threads or torch.get_num_threads()
+            path = convert(Path(bundle_path), bundle.model, engine, tile or self.meta.tile_size, self.meta.in_channels)
+            self.runner = (OpenVINORunner(path, precision, streams, threads) if engine == "openvino"
+                           else ONNXRuntimeRunner(path, threads))
+            self.model = None
+        else:
+            self.model = bundle.model.to(self.device).to(memory_format=torch.channels_last).eval()
         self._lock = threading.Lock()
 
     @torch.inference_mode()
@@ -55,6 +73,8 @@ class Predictor:
         Both sides are channels-last (NHWC memory), the layout the model runs in, so on
         the CPU neither the input nor the output is copied.
         """
+        if self.runner is not None:
+            return self.runner(tiles)
         x = torch.from_numpy(tiles).permute(0, 3, 1, 2).to(self.device, non_blocking=True)
         x = x.contiguous(memory_format=torch.channels_last)
         # One forward at a time on a GPU (one stream); on the CPU, workers run their own.
@@ -64,14 +84,18 @@ class Predictor:
         return logits.permute(0, 2, 3, 1).contiguous().cpu().numpy()
 
 
-def get_predictor(bundle_path: str | os.PathLike, device: str = "auto") -> Predictor:
-    """The worker's predictor for a bundle, loaded once."""
+def get_predictor(bundle_path: str | os.PathLike, device: str = "auto", engine: str = "torch",
+                  precision: str = "fp32", tile: int | None = None, streams: int = 1,
+                  threads: int | None = None) -> Predictor:
+    """The worker's predictor for a bundle (and engine, precision, tile size, threads), loaded once."""
     path = Path(bundle_path).resolve()
     weights = path / "model.safetensors"
     stamp = weights.stat().st_mtime_ns if weights.exists() else None
-    key = (str(path), stamp, device)
+    key = (str(path), stamp, device, engine, precision, tile if engine != "torch" else None,
+           (streams, threads) if engine != "torch" else None)
     with _CACHE_LOCK:
         pred = _CACHE.get(key)
         if pred is None:
-            pred = _CACHE[key] = Predictor(path, device)
+            pred = _CACHE[key] = Predictor(path, device, engine=engine, precision=precision, tile=tile,
+                                           streams=streams, threads=threads)
         return pred

@@ -29,7 +29,7 @@ from geoseg.bundle import check_tiling, is_instance_bundle, load_bundle, read_me
 from geoseg.classes import NODATA, ClassList
 from geoseg.errors import GeosegError
 from geoseg.fit import check_fit
-from geoseg.inference import get_predictor
+from geoseg.inference import get_predictor, resolve_device
 from geoseg.inputs import output_stem, resolve_inputs
 from geoseg.options import check_options
 from geoseg.output import (
@@ -63,6 +63,8 @@ class PredictOptions:
     workers: int | None = None
     scheduler: str | None = None
     device: str = "auto"
+    engine: str = "auto"  # auto (the fastest exact engine installed), torch, openvino, onnxruntime
+    precision: str = "auto"  # auto (fp32 unless the bundle validated bf16 on a bf16 CPU), fp32, bf16, fp16
     batch_size: int | None = None  # default: 8 on CUDA, 1 on the CPU (batching buys nothing there)
     probabilities: bool = False
     overviews: str = "nearest"  # resampling of the class COG's overviews: nearest or mode
@@ -79,6 +81,9 @@ class PredictOptions:
     def __post_init__(self) -> None:
         check_blend(self.blend)
         check_options(self)
+        from geoseg.engines import check_engine
+
+        check_engine(self.engine, self.precision)
         if self.overviews not in ("nearest", "mode"):
             raise GeosegError(f"--overviews must be nearest or mode, got {self.overviews!r}")
         for name in ("score_threshold", "mask_threshold"):
@@ -108,6 +113,9 @@ class SceneJob:
     batch_size: int
     probabilities: bool
     torch_threads: int | None = None
+    engine: str = "torch"
+    precision: str = "fp32"
+    streams: int = 1  # callers of one engine at a time in a worker process (its Dask threads)
 
 
 @dataclass
@@ -209,7 +217,8 @@ def infer_block(job: SceneJob, block: Block) -> BlockVotes:
             todo.append((t, y, x, h, w))
 
     if todo:
-        predictor = get_predictor(job.bundle, job.device)
+        predictor = get_predictor(job.bundle, job.device, job.engine, job.precision, size, job.streams,
+                                  job.torch_threads)
         if job.torch_threads:
             import torch
 
@@ -288,6 +297,11 @@ def finish_block(job: SceneJob, block: Block, votes: BlockVotes, top: np.ndarray
     return BlockResult(classes, probs, bottom, right, votes.n_tiles)
 
 
+def engine_streams(runner: Runner) -> int:
+    """How many threads of one process call the engine at once: the Dask threads, or one per process."""
+    return runner.workers if runner.scheduler == "threads" else 1
+
+
 def default_batch_size(device: str) -> int:
     from geoseg.inference import resolve_device
 
@@ -348,8 +362,12 @@ def output_paths(out_dir: Path, scene: str | os.PathLike, probabilities: bool, i
 
 def predict_scene(info: SceneInfo, bundle: str | os.PathLike, classes: ClassList, out: SceneOutputs,
                   options: PredictOptions, runner: Runner, tile_size: int, overlap: int,
-                  bands: tuple[int, ...], mean: tuple[float, ...], std: tuple[float, ...]) -> SceneOutputs:
-    """Predict one checked scene into ``out``; nothing is left behind on failure."""
+                  bands: tuple[int, ...], mean: tuple[float, ...], std: tuple[float, ...],
+                  choice=None) -> SceneOutputs:
+    """Predict one checked scene into ``out``; nothing is left behind on failure.
+
+    ``choice``: the engine and precision (:func:`geoseg.engines.resolve`; default torch fp32).
+    """
     grid = TileGrid(info.height, info.width, tile_size, overlap)
     job = SceneJob(
         scene=info, bundle=str(Path(bundle).resolve()), bands=bands, mean=mean, std=std,
@@ -357,6 +375,8 @@ def predict_scene(info: SceneInfo, bundle: str | os.PathLike, classes: ClassList
         batch_size=options.batch_size or default_batch_size(options.device),
         probabilities=options.probabilities,
         torch_threads=runner.torch_threads,
+        engine=choice.engine if choice else "torch", precision=choice.precision if choice else "fp32",
+        streams=engine_streams(runner),
     )
     graph = block_graph(job, grid.blocks(options.chunk_size))
     writers: list[ChunkWriter] = []
@@ -439,14 +459,23 @@ def predict(bundle: str | os.PathLike, inputs: list[str] | str, out_dir: str | o
             _restore_torch_threads(threads), gdal_cache(INSTANCE_GDAL_CACHE_MB if instance else GDAL_CACHE_MB):
         # Load the weights here first: a broken bundle fails before any scene is touched, and
         # local schedulers then reuse this process's predictor.
+        from geoseg.engines import resolve as resolve_engine
+
+        choice = resolve_engine(options.engine, "fp32" if instance and options.precision == "auto"
+                                else options.precision, meta, resolve_device(options.device).type)
+        log.info("engine %s, precision %s", choice.engine, choice.precision)
         if runner.distributed:
             load_bundle(bundle)
+            if choice.engine != "torch":  # convert here once, before the workers each need it
+                get_predictor(bundle, options.device, choice.engine, choice.precision, tile, 1,
+                              runner.torch_threads)
         elif instance:
             from geoseg.instances.predictor import get_instance_predictor
 
             get_instance_predictor(bundle, options.device)
         else:
-            get_predictor(bundle, options.device)
+            get_predictor(bundle, options.device, choice.engine, choice.precision, tile, engine_streams(runner),
+                          runner.torch_threads)
         results = []
         for n, info in enumerate(infos, 1):
             out = output_paths(out_dir, info.path, options.probabilities, instance)
@@ -461,7 +490,7 @@ def predict(bundle: str | os.PathLike, inputs: list[str] | str, out_dir: str | o
                                                    meta.bands, meta.mean, n if options.coco_results else None)
             else:
                 predict_scene(info, bundle, meta.classes, out, options, runner, tile, overlap,
-                              meta.bands, meta.mean, meta.std)
+                              meta.bands, meta.mean, meta.std, choice)
             done.append(out)
         if options.coco_results:  # image_id: the scene's number in the run, in input order
             from geoseg.instances.io import write_json

@@ -20,6 +20,18 @@ SHARED = Path(os.environ.get("GEOSEG_SHARED_DATA", ROOT.parent / "shared" / "dat
 UTM = "EPSG:32616"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _engine_cache(tmp_path_factory):
+    """Engine conversions of the tests' bundles go to a temporary cache, not the user's."""
+    old = os.environ.get("GEOSEG_CACHE_DIR")
+    os.environ["GEOSEG_CACHE_DIR"] = str(tmp_path_factory.mktemp("engine-cache"))
+    yield
+    if old is None:
+        os.environ.pop("GEOSEG_CACHE_DIR", None)
+    else:
+        os.environ["GEOSEG_CACHE_DIR"] = old
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The real fixtures of ../shared/data (CI has them beside the checkout)."""

@@ -73,9 +73,11 @@ def list_models():
 
 
 def _register() -> None:
+    from geoseg.cli.model_engines import check_model, compile_model
     from geoseg.cli.model_import import import_model
 
-    model.add_command(import_model)
+    for command in (import_model, compile_model, check_model):
+        model.add_command(command)
 
 
 _register()

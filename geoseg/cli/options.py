@@ -20,6 +20,11 @@ scheduler_opt = click.option("--scheduler", default="threads", show_default=True
                              help="threads, sync, local (a LocalCluster) or a dask.distributed address.")
 device_opt = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
                           show_default=True, help="Where the model runs.")
+engine_opt = click.option("--engine", type=click.Choice(["auto", "torch", "openvino", "onnxruntime"]), default="auto",
+                          show_default=True, help="CPU inference engine; auto: the fastest exact (fp32) one installed.")
+precision_opt = click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto",
+                             show_default=True,
+                             help="auto: fp32, or bf16 for bundles whose bf16 check passed, on CPUs with native bf16.")
 batch_size_opt = click.option("--batch-size", type=int, default=None,
                               help="Tiles per forward pass (default: 8 on CUDA, 1 on the CPU).")
 probabilities_opt = click.option("--probabilities", is_flag=True,
@@ -34,7 +39,8 @@ output_dir_opt = click.option("-o", "--output", "output", required=True, type=cl
 def raster_processing_options(f):
     """Decorate a command with every option shared by raster-processing commands."""
     for opt in reversed([tile_size_opt, overlap_opt, blend_opt, chunk_size_opt, workers_opt, scheduler_opt,
-                         device_opt, batch_size_opt, overwrite_opt, allow_no_crs_opt, progress_opt]):
+                         device_opt, engine_opt, precision_opt, batch_size_opt, overwrite_opt, allow_no_crs_opt,
+                         progress_opt]):
         f = opt(f)
     return f
 classes_opt = click.option("--classes", type=click.Path(dir_okay=False), default=None,

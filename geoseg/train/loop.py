@@ -314,7 +314,61 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, progress: bool, stop_after
             return out
     if cfg.scenes and any(s.test for s in sources):
         _score_test_blocks(out, [(s, s.test_windows()) for s in sources if s.test], cfg, device)
+    if cfg.scenes and has_validation:
+        _record_precision_check(out, val_sources, cfg)
     return out
+
+
+def _record_precision_check(out: Path, val_sources, cfg: TrainConfig) -> None:
+    """Score the saved bundle in bf16 against fp32 (OpenVINO) on the validation blocks; ``--precision auto``
+    uses bf16 only when the foreground IoU changes by at most 0.005. Skipped, with the reason recorded, where
+    OpenVINO is missing or the CPU has no native bf16 (emulated bf16 is slower than fp32 there)."""
+    from geoseg.engines import installed
+    from geoseg.engines.check import _record
+    from geoseg.engines.cpu import describe, native_bf16
+    from geoseg.inference import Predictor
+
+    if not installed("openvino") or not native_bf16():
+        reason = "openvino is not installed" if not installed("openvino") else f"no native bf16 on {describe()}"
+        _record(out, {"bf16": {"skipped": reason}})
+        return
+    from geoseg.bundle import read_meta
+    from geoseg.raster import read_window
+
+    meta = read_meta(out)
+    tile = -(-cfg.validation.block_size // 32) * 32
+    k = len(cfg.classes)
+    cms = {}
+    for precision in ("fp32", "bf16"):
+        pred = Predictor(out, "cpu", engine="openvino", precision=precision, tile=tile, threads=os.cpu_count())
+        cm = np.zeros((k, k), dtype=np.int64)
+        for src, windows in val_sources:
+            for win in windows:
+                data, valid = read_window(src.info, win, cfg.bands)
+                lab = read_labels(src, win, valid)
+                x = np.zeros((tile, tile, len(cfg.bands)), np.float32)
+                h, w = data.shape[1:]
+                norm = (data.astype(np.float32) - np.asarray(meta.mean, np.float32)[:, None, None]) \
+                    / np.asarray(meta.std, np.float32)[:, None, None]
+                norm[:, ~valid] = 0
+                x[:h, :w] = np.moveaxis(norm, 0, -1)
+                labels = pred.class_logits(x[None])[0, :h, :w].argmax(-1)
+                cm += confusion(lab, labels, k, valid=lab != NODATA)
+        cms[precision] = cm
+    fg = [c.id for c in cfg.classes if c.vectorize]
+
+    def fg_iou(cm):
+        iou = class_scores(cm)["iou"]
+        vals = [iou[i] for i in fg if np.isfinite(iou[i])]
+        return float(np.mean(vals)) if vals else None
+
+    a, b = fg_iou(cms["fp32"]), fg_iou(cms["bf16"])
+    change = None if a is None or b is None else b - a
+    _record(out, {"bf16": {"engine": "openvino", "iou_fp32": a, "iou_bf16": b, "iou_change": change,
+                           "data": "validation blocks", "cpu": describe()}})
+    log.warning("bf16 check on the validation blocks: foreground IoU %s fp32, %s bf16 (change %s)",
+                f"{a:.4f}" if a is not None else "–", f"{b:.4f}" if b is not None else "–",
+                f"{change:+.4f}" if change is not None else "–")
 
 
 def _init_from_bundle(model, cfg: TrainConfig) -> dict:

@@ -1,0 +1,163 @@
+"""``geoseg model check``: each engine and precision against torch fp32 on a scene, measured here.
+
+For every engine and precision this machine can run, the scene is predicted end to end and
+compared with torch fp32: argmax agreement over the scene, the largest logit difference on a sample
+of tiles, seconds per tile, and the foreground IoU change (against a reference when one is given,
+else the IoU of the two class rasters). ``record`` writes the bf16 result into the bundle's
+``geoseg.json`` (``extra.precision_check.bf16``), which ``--precision auto`` reads.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from geoseg.engines import PRECISIONS, installed
+from geoseg.engines.cpu import describe, native_bf16
+from geoseg.errors import GeosegError
+
+log = logging.getLogger("geoseg")
+
+
+def combinations(include_slow: bool = False) -> list[tuple[str, str]]:
+    """(engine, precision) pairs worth measuring here: emulated bf16 only when asked."""
+    out = [("torch", "fp32")]
+    if installed("onnxruntime"):
+        out.append(("onnxruntime", "fp32"))
+    if installed("openvino"):
+        out += [("openvino", p) for p in PRECISIONS if p == "fp32" or native_bf16() or include_slow]
+    if native_bf16() or include_slow:
+        out.append(("torch", "bf16"))
+    return out
+
+
+def _sample_tiles(scene: str, meta, tile: int, n: int = 4) -> np.ndarray:
+    from geoseg.raster import inspect_scene, read_window
+    from geoseg.tiling import TileGrid
+
+    info = inspect_scene(scene, meta.bands)
+    tiles = []
+    for t in TileGrid(info.height, info.width, tile, 0).tiles()[:n]:
+        from rasterio.windows import Window
+
+        h, w = min(tile, info.height - t.y), min(tile, info.width - t.x)
+        data, valid = read_window(info, Window(t.x, t.y, w, h), meta.bands)
+        x = (data.astype(np.float32) - np.asarray(meta.mean, np.float32)[:, None, None]) \
+            / np.asarray(meta.std, np.float32)[:, None, None]
+        x[:, ~valid] = 0
+        full = np.zeros((len(meta.bands), tile, tile), np.float32)
+        full[:, :h, :w] = x
+        tiles.append(np.moveaxis(full, 0, -1))
+    return np.ascontiguousarray(np.stack(tiles))
+
+
+def _foreground_iou(a: np.ndarray, b: np.ndarray, classes) -> float:
+    from geoseg.metrics import class_scores, confusion
+
+    k = len(classes)
+    cm = confusion(b, a, k, valid=(a != 255) & (b != 255))
+    iou = class_scores(cm)["iou"]
+    fg = [c.id for c in classes if c.vectorize]
+    vals = [iou[i] for i in fg if np.isfinite(iou[i])]
+    return float(np.mean(vals)) if vals else float("nan")
+
+
+def check(bundle, scene: str, reference: str | None = None, tile_size: int | None = None,
+          include_slow: bool = False, record: bool = False, work: str | os.PathLike | None = None) -> dict:
+    import rasterio
+
+    from geoseg.bundle import read_meta, resolve_bundle
+    from geoseg.inference import get_predictor
+    from geoseg.predict import PredictOptions, predict
+
+    bundle = resolve_bundle(bundle)
+    meta = read_meta(bundle)
+    tile = tile_size or meta.tile_size
+    if record and reference is None:
+        raise GeosegError("--record needs --reference: the recorded check is an IoU change against real labels")
+    sample = _sample_tiles(scene, meta, tile)
+    work = Path(work) if work else Path(os.environ.get("TMPDIR", "/tmp")) / f"geoseg-check-{os.getpid()}"
+    rows, base, base_logits, base_iou = [], None, None, None
+    try:
+        for engine, precision in combinations(include_slow):
+            out = work / f"{engine}-{precision}"
+            opts = PredictOptions(engine=engine, precision=precision, tile_size=tile, progress=False, overwrite=True,
+                                  workers=1)
+            t0 = time.perf_counter()
+            res = predict(bundle, [scene], out, opts)[0]
+            seconds = time.perf_counter() - t0
+            with rasterio.open(res.classes) as src:
+                classes = src.read(1)
+            logits = get_predictor(bundle, "cpu", engine, precision, tile, 1, os.cpu_count()).class_logits(sample)
+            iou = None
+            if reference is not None:
+                from geoseg.evaluate import EvaluateOptions, evaluate
+
+                rep = evaluate(res.classes, reference, work / f"eval-{engine}-{precision}",
+                               EvaluateOptions(overwrite=True, audit=False, progress=False,
+                                               reference_class=_reference_class(meta)))
+                iou = rep["overall"]["mean_iou_foreground"]
+            if base is None:
+                base, base_logits, base_iou = classes, logits, iou
+            valid = (classes != 255) & (base != 255)
+            row = {"engine": engine, "precision": precision, "seconds": seconds,
+                   "argmax_agreement": float((classes == base)[valid].mean()) if valid.any() else None,
+                   "max_logit_difference": float(np.abs(logits - base_logits).max()),
+                   "iou": iou, "iou_change": None if iou is None or base_iou is None else iou - base_iou,
+                   "agreement_iou": _foreground_iou(classes, base, meta.classes)}
+            rows.append(row)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    result = {"bundle": str(bundle), "scene": str(scene), "cpu": describe(), "native_bf16": native_bf16(),
+              "tile_size": tile, "rows": rows}
+    if record:
+        bf16 = next((r for r in rows if r["engine"] == "openvino" and r["precision"] == "bf16"), None)
+        if bf16 is None:
+            raise GeosegError("no bf16 run to record: this CPU has no native bf16 (or openvino is missing); "
+                              "pass --include-slow to measure emulated bf16")
+        _record(bundle, {"bf16": {"engine": "openvino", "iou_fp32": base_iou, "iou_bf16": bf16["iou"],
+                                  "iou_change": bf16["iou_change"], "argmax_agreement": bf16["argmax_agreement"],
+                                  "scene": Path(scene).name, "reference": Path(reference).name, "cpu": describe()}})
+    return result
+
+
+def _reference_class(meta) -> str | None:
+    fg = [c.name for c in meta.classes if c.vectorize]
+    return fg[0] if len(fg) == 1 else None
+
+
+def _record(bundle: Path, check: dict) -> None:
+    from geoseg.bundle import META_NAME
+    from geoseg.output import atomic_write_text
+
+    path = bundle / META_NAME
+    data = json.loads(path.read_text())
+    data.setdefault("extra", {}).setdefault("precision_check", {}).update(check)
+    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+
+
+def compile_bundle(bundle, engine: str, tile_size: int | None = None) -> Path:
+    """``geoseg model compile``: the conversion written beside the bundle (``BUNDLE/engines/``)."""
+    from geoseg.bundle import load_bundle, resolve_bundle
+    from geoseg.engines import cache, check_engine
+    from geoseg.engines.runtime import convert
+
+    check_engine(engine, "fp32")
+    if engine not in ("openvino", "onnxruntime"):
+        raise GeosegError(f"model compile converts for openvino or onnxruntime, not {engine}")
+    if not installed(engine):
+        raise GeosegError(f"--engine {engine} needs the {engine} package: pip install geoseg[{engine}]")
+    path = resolve_bundle(bundle)
+    b = load_bundle(path)
+    tile = tile_size or b.meta.tile_size
+    target = path / "engines" / cache.weights_hash(path)[:16] / cache.artifact_name(engine, tile, b.meta.in_channels)
+    try:
+        return convert(path, b.model, engine, tile, b.meta.in_channels, target=target)
+    except PermissionError:
+        raise GeosegError("is read-only; without model compile the conversion goes to the user cache", path) from None

@@ -1,0 +1,131 @@
+"""Converting a bundle's model for OpenVINO or ONNX Runtime, and running it on NHWC tiles.
+
+Both engines get the model wrapped so that it takes and returns channels-last (NHWC) arrays, the
+layout of geoseg's tiles and votes, with a dynamic batch dimension: a tile goes in and its logits
+come out without a copy on geoseg's side.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from geoseg.engines import cache
+from geoseg.errors import GeosegError
+
+log = logging.getLogger("geoseg")
+_CONVERT_LOCK = threading.Lock()
+OV_PRECISION = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
+
+
+class NHWC(nn.Module):
+    """A segmentation model taking ``(N, H, W, C)`` and returning ``(N, H, W, K)`` logits."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+
+
+@contextlib.contextmanager
+def _quiet():
+    import logging as _logging
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        old = _logging.getLogger("torch.onnx").level
+        _logging.getLogger("torch.onnx").setLevel(_logging.ERROR)
+        try:
+            yield
+        finally:
+            _logging.getLogger("torch.onnx").setLevel(old)
+
+
+def convert(bundle: Path, model: nn.Module, engine: str, tile: int, channels: int, target: Path | None = None) -> Path:
+    """The engine's model file for this bundle and tile shape, converted once (then read from the cache)."""
+    from geoseg.output import tmp_name
+
+    path = target or cache.find(bundle, engine, tile, channels)
+    if path.exists():
+        return path
+    with _CONVERT_LOCK:
+        if path.exists():
+            return path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        log.info("%s: converting for %s (once; cached in %s)", bundle, engine, path.parent)
+        wrapped = NHWC(model.float().eval())
+        example = torch.zeros(1, tile, tile, channels)
+        tmp = tmp_name(path, "convert" + path.suffix)
+        try:
+            with _quiet(), torch.inference_mode(False), torch.no_grad():
+                if engine == "openvino":
+                    import openvino as ov
+
+                    om = ov.convert_model(wrapped, example_input=example,
+                                          input=[ov.PartialShape([-1, tile, tile, channels])])
+                    ov.save_model(om, str(tmp), compress_to_fp16=False)
+                    os.replace(tmp.with_suffix(".bin"), path.with_suffix(".bin"))
+                else:
+                    torch.onnx.export(wrapped, (example,), str(tmp), input_names=["tiles"], output_names=["logits"],
+                                      dynamic_axes={"tiles": {0: "n"}, "logits": {0: "n"}}, opset_version=18,
+                                      dynamo=False)
+            os.replace(tmp, path)  # the model file last: its presence means the conversion is complete
+        except Exception as exc:
+            for p in (tmp, tmp.with_suffix(".bin")):
+                p.unlink(missing_ok=True)
+            raise GeosegError(f"cannot convert {bundle.name} for {engine} ({exc.__class__.__name__}: "
+                              f"{str(exc).splitlines()[0][:200] if str(exc) else ''}); use --engine torch") from None
+    return path
+
+
+class OpenVINORunner:
+    """A compiled OpenVINO model: ``streams`` concurrent callers, ``threads`` cores each."""
+
+    def __init__(self, xml: Path, precision: str, streams: int, threads: int) -> None:
+        import openvino as ov
+
+        core = ov.Core()
+        self.compiled = core.compile_model(str(xml), "CPU", {
+            "INFERENCE_PRECISION_HINT": OV_PRECISION[precision], "NUM_STREAMS": str(max(1, streams)),
+            "INFERENCE_NUM_THREADS": max(1, streams) * max(1, threads), "ENABLE_CPU_PINNING": False})
+        self._local = threading.local()
+
+    def __call__(self, tiles: np.ndarray) -> np.ndarray:
+        req = getattr(self._local, "request", None)
+        if req is None:
+            req = self._local.request = self.compiled.create_infer_request()
+        req.infer({0: tiles})
+        return np.array(req.get_output_tensor(0).data, dtype=np.float32, copy=True)
+
+
+class ONNXRuntimeRunner:
+    """One ONNX Runtime session per calling thread, ``threads`` cores each (sessions do not share pools)."""
+
+    def __init__(self, path: Path, threads: int) -> None:
+        self.path, self.threads = str(path), max(1, threads)
+        self._local = threading.local()
+
+    def _session(self):
+        s = getattr(self._local, "session", None)
+        if s is None:
+            import onnxruntime as ort
+
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads = self.threads
+            opts.inter_op_num_threads = 1
+            opts.log_severity_level = 3
+            s = self._local.session = ort.InferenceSession(self.path, opts, providers=["CPUExecutionProvider"])
+        return s
+
+    def __call__(self, tiles: np.ndarray) -> np.ndarray:
+        return self._session().run(None, {"tiles": tiles})[0]
