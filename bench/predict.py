@@ -43,10 +43,30 @@ def make_bundles(encoder: str) -> dict[str, Path]:
     return bundles
 
 
-def run_geoseg(bundle: str, scene: str, out: str) -> None:
+def run_geoseg(bundle: str, scene: str, out: str, engine: str = "torch", precision: str = "fp32") -> dict:
+    """geoseg end to end; also the seconds the worker threads spent in the model (its share of the run)."""
+    import threading
+
+    from geoseg.inference import Predictor
     from geoseg.predict import PredictOptions, predict
 
-    predict(bundle, [scene], out, PredictOptions(progress=False, overwrite=True))
+    spent, lock = [0.0], threading.Lock()
+    real = Predictor.class_logits
+
+    def timed(self, tiles):
+        t0 = time.perf_counter()
+        try:
+            return real(self, tiles)
+        finally:
+            with lock:
+                spent[0] += time.perf_counter() - t0
+
+    Predictor.class_logits = timed
+    opts = PredictOptions(progress=False, overwrite=True, engine=engine, precision=precision)
+    predict(bundle, [scene], out, opts)
+    from geoseg.scheduler import default_workers
+
+    return {"model_seconds": spent[0], "workers": opts.workers or default_workers()}
 
 
 def run_baseline(bundle: str, scene: str, out: str) -> None:
@@ -83,17 +103,26 @@ def child(args) -> None:
 
     import geoseg.predict  # noqa: F401
 
-    fn = {"geoseg": run_geoseg, "baseline": run_baseline}[args.child]
+    if args.child == "geoseg":
+        engine, precision = (args.engine or "torch:fp32").split(":")
+        import geoseg.engines.runtime  # noqa: F401
+        from geoseg.inference import get_predictor  # convert before the clock starts: the cache is warm
+
+        if engine != "torch":
+            from geoseg.bundle import read_meta
+
+            get_predictor(args.bundle, "cpu", engine, precision, read_meta(args.bundle).tile_size, 2, 1)
     t0 = time.perf_counter()
-    fn(args.bundle, args.scene, args.out)
+    extra = run_geoseg(args.bundle, args.scene, args.out, engine, precision) if args.child == "geoseg" \
+        else run_baseline(args.bundle, args.scene, args.out) or {}
     dt = time.perf_counter() - t0
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"seconds": dt, "rss_mb": rss}))
+    print(json.dumps({"seconds": dt, "rss_mb": rss, **extra}))
 
 
-def measure(kind: str, bundle: Path, scene: Path) -> dict:
+def measure(kind: str, bundle: Path, scene: Path, engine: str | None = None) -> dict:
     cmd = [sys.executable, __file__, "--child", kind, "--bundle", str(bundle), "--scene", str(scene),
-           "--out", str(OUT / f"pred-{kind}")]
+           "--out", str(OUT / f"pred-{kind}")] + (["--engine", engine] if engine else [])
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode:
         raise SystemExit(f"{kind} failed:\n{r.stderr[-3000:]}")
@@ -103,8 +132,12 @@ def measure(kind: str, bundle: Path, scene: Path) -> dict:
     with rasterio.open(scene) as src:
         res["mp"] = src.width * src.height / 1e6
     res["mps"] = res["mp"] / res["seconds"]
-    print(f"  {kind:9s} {scene.name:18s} {res['seconds']:8.1f} s {res['mps']:7.3f} MP/s {res['rss_mb']:8.0f} MB",
-          flush=True)
+    share = ""
+    if res.get("model_seconds"):
+        res["model_share"] = res["model_seconds"] / (res["seconds"] * res["workers"])
+        share = f"  model {res['model_share']:.0%} of the workers' time"
+    print(f"  {(engine or kind):18s} {scene.name:18s} {res['seconds']:8.1f} s {res['mps']:7.3f} MP/s "
+          f"{res['rss_mb']:8.0f} MB{share}", flush=True)
     return res
 
 
@@ -124,9 +157,15 @@ def main() -> None:
     ap.add_argument("--compare-size", type=int, default=8192)
     ap.add_argument("--rss-sizes", default="4096,8192,16384")
     ap.add_argument("--null-size", type=int, default=16384)
+    ap.add_argument("--engine", default=None, help="child: ENGINE:PRECISION")
+    ap.add_argument("--engines", default=None,
+                    help="only the engine rows: comma-separated ENGINE:PRECISION (e.g. torch:fp32,openvino:bf16) "
+                         "against the naive baseline at --compare-size")
     args = ap.parse_args()
     if args.child:
         return child(args)
+    if args.engines:
+        return engine_rows(args)
 
     from scenes import write_scene
 
@@ -165,6 +204,30 @@ def main() -> None:
     print(f"| RSS growth {lo}² → {hi}² | {rss[hi]['rss_mb'] / rss[lo]['rss_mb'] - 1:+.1%} | | |")
     print(f"| null model, {args.null_size}² (median MP/s) | {med(null, 'mps'):.1f} | | |")
     print(f"| null model peak RSS (median MB) | {med(null, 'rss_mb'):.0f} | | |")
+
+
+def engine_rows(args) -> None:
+    """geoseg end to end with each engine and precision against the naive torch fp32 baseline, interleaved."""
+    from scenes import write_scene
+
+    from geoseg.engines.cpu import describe
+
+    OUT.mkdir(exist_ok=True)
+    bundle = make_bundles(args.encoder)["unet"]
+    scene = write_scene(OUT / f"scene_{args.compare_size}.tif", args.compare_size)
+    kinds = args.engines.split(",")
+    print(f"CPU: {describe()}\nU-Net-{args.encoder}, 512 px tiles, {args.compare_size}² scene, "
+          f"interleaved x{args.repeats}")
+    rows = {k: [] for k in ["baseline", *kinds]}
+    for _ in range(args.repeats):
+        rows["baseline"].append(measure("baseline", bundle, scene))
+        for k in kinds:
+            rows[k].append(measure("geoseg", bundle, scene, k))
+    b = med(rows["baseline"], "mps")
+    print("\n| run | median MP/s | ratio to baseline | model share | median peak RSS (MB) |\n|---|---|---|---|---|")
+    for k, v in rows.items():
+        share = f"{med(v, 'model_share'):.0%}" if k != "baseline" else ""
+        print(f"| {k} | {med(v, 'mps'):.3f} | {med(v, 'mps') / b:.2f}x | {share} | {med(v, 'rss_mb'):.0f} |")
 
 
 if __name__ == "__main__":

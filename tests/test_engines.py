@@ -204,3 +204,29 @@ def test_instance_bundles_fall_back_to_torch(tmp_path, caplog):
     out = predict(bundle, [str(scene)], tmp_path / "o2", PredictOptions(progress=False))  # auto: torch
     assert out[0].instances.exists()
     assert load_bundle(bundle).meta.architecture == "components"
+
+
+@pytest.mark.skipif(not installed("openvino"), reason="openvino is not installed")
+def test_openvino_conversion_sends_nothing_and_forks_nothing(tmp_path):
+    """OpenVINO's converter sends telemetry from forked processes on import and on conversion; geoseg keeps it on
+    its stub. A fresh process (this one may have converted already) records every fork and connection."""
+    bundle = init_bundle("unet", tmp_path / "b", encoder="resnet18", bands=(1, 2, 3), tile_size=128, overlap=32)
+    code = f"""
+import multiprocessing, socket, time
+calls = []
+def record(*args, **kwargs):
+    calls.append(repr(args)[:80])
+    raise OSError('refused by the test')
+multiprocessing.Process.start = record
+socket.socket.connect = record
+import numpy as np
+from geoseg.inference import Predictor
+p = Predictor({str(bundle)!r}, 'cpu', engine='openvino', tile=128, threads=1)
+assert p.class_logits(np.zeros((1, 128, 128, 3), np.float32)).shape == (1, 128, 128, 4)
+time.sleep(2)
+print('calls', len(calls), calls)
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       env={**os.environ, "GEOSEG_CACHE_DIR": str(tmp_path / "cache")})
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip().endswith("calls 0 []"), r.stdout

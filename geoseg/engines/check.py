@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from geoseg.engines import PRECISIONS, installed
-from geoseg.engines.cpu import describe, native_bf16
+from geoseg.engines.cpu import describe, native_bf16, native_fp16
 from geoseg.errors import GeosegError
 
 log = logging.getLogger("geoseg")
@@ -31,7 +31,8 @@ def combinations(include_slow: bool = False) -> list[tuple[str, str]]:
     if installed("onnxruntime"):
         out.append(("onnxruntime", "fp32"))
     if installed("openvino"):
-        out += [("openvino", p) for p in PRECISIONS if p == "fp32" or native_bf16() or include_slow]
+        native = {"fp32": True, "bf16": native_bf16(), "fp16": native_fp16()}
+        out += [("openvino", p) for p in PRECISIONS if native[p] or include_slow]
     if native_bf16() or include_slow:
         out.append(("torch", "bf16"))
     return out

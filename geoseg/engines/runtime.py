@@ -26,6 +26,42 @@ _CONVERT_LOCK = threading.Lock()
 OV_PRECISION = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
 
 
+def _openvino():
+    _no_telemetry()
+    try:
+        import openvino
+    except ImportError:
+        raise GeosegError("--engine openvino needs the openvino package: pip install geoseg[openvino]") from None
+    return openvino
+
+
+def _no_telemetry() -> None:
+    """Keep OpenVINO's converter on its own telemetry stub.
+
+    Importing ``openvino.tools.ovc`` and converting a model otherwise send usage events to Google
+    Analytics (unless a consent file in the user's home says no), each from a forked process: geoseg
+    uses no network at run time, and a fork of a process running Dask and OpenMP threads hung here.
+    Its modules fall back to the stub when ``openvino_telemetry`` cannot be imported, which a ``None``
+    entry in ``sys.modules`` makes so.
+    """
+    import importlib
+    import sys
+
+    if "openvino_telemetry" not in sys.modules:
+        sys.modules["openvino_telemetry"] = None
+        return
+    if sys.modules["openvino_telemetry"] is None:
+        return
+    try:  # imported before geoseg ran: point the converter's modules at the stub
+        stub = importlib.import_module("openvino.tools.ovc.telemetry_stub")
+    except ImportError:
+        return
+    for name in ("main", "convert_impl", "telemetry_utils", "utils"):
+        module = sys.modules.get(f"openvino.tools.ovc.{name}")
+        if module is not None and hasattr(module, "tm"):
+            module.tm = stub
+
+
 class NHWC(nn.Module):
     """A segmentation model taking ``(N, H, W, C)`` and returning ``(N, H, W, K)`` logits."""
 
@@ -69,8 +105,7 @@ def convert(bundle: Path, model: nn.Module, engine: str, tile: int, channels: in
         try:
             with _quiet(), torch.inference_mode(False), torch.no_grad():
                 if engine == "openvino":
-                    import openvino as ov
-
+                    ov = _openvino()
                     om = ov.convert_model(wrapped, example_input=example,
                                           input=[ov.PartialShape([-1, tile, tile, channels])])
                     ov.save_model(om, str(tmp), compress_to_fp16=False)
@@ -92,9 +127,7 @@ class OpenVINORunner:
     """A compiled OpenVINO model: ``streams`` concurrent callers, ``threads`` cores each."""
 
     def __init__(self, xml: Path, precision: str, streams: int, threads: int) -> None:
-        import openvino as ov
-
-        core = ov.Core()
+        core = _openvino().Core()
         self.compiled = core.compile_model(str(xml), "CPU", {
             "INFERENCE_PRECISION_HINT": OV_PRECISION[precision], "NUM_STREAMS": str(max(1, streams)),
             "INFERENCE_NUM_THREADS": max(1, streams) * max(1, threads), "ENABLE_CPU_PINNING": False})
@@ -118,8 +151,11 @@ class ONNXRuntimeRunner:
     def _session(self):
         s = getattr(self._local, "session", None)
         if s is None:
-            import onnxruntime as ort
-
+            try:
+                import onnxruntime as ort
+            except ImportError:
+                raise GeosegError("--engine onnxruntime needs the onnxruntime package: pip install "
+                                  "geoseg[onnxruntime]") from None
             opts = ort.SessionOptions()
             opts.intra_op_num_threads = self.threads
             opts.inter_op_num_threads = 1

@@ -315,25 +315,53 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, progress: bool, stop_after
     if cfg.scenes and any(s.test for s in sources):
         _score_test_blocks(out, [(s, s.test_windows()) for s in sources if s.test], cfg, device)
     if cfg.scenes and has_validation:
-        _record_precision_check(out, val_sources, cfg)
+        _record_precision_check(out, cfg)
     return out
 
 
-def _record_precision_check(out: Path, val_sources, cfg: TrainConfig) -> None:
+def _record_precision_check(out: Path, cfg: TrainConfig) -> None:
     """Score the saved bundle in bf16 against fp32 (OpenVINO) on the validation blocks; ``--precision auto``
     uses bf16 only when the foreground IoU changes by at most 0.005. Skipped, with the reason recorded, where
     OpenVINO is missing or the CPU has no native bf16 (emulated bf16 is slower than fp32 there)."""
+    import subprocess
+    import sys
+
     from geoseg.engines import installed
     from geoseg.engines.check import _record
     from geoseg.engines.cpu import describe, native_bf16
-    from geoseg.inference import Predictor
 
     if not installed("openvino") or not native_bf16():
         reason = "openvino is not installed" if not installed("openvino") else f"no native bf16 on {describe()}"
         _record(out, {"bf16": {"skipped": reason}})
         return
+    # In its own process: OpenVINO's thread pools and a training process's DataLoader workers do not mix (a
+    # later run with loader workers crashed), and the check's memory is returned when it ends.
+    cfg_file = tmp_folder(out, "check") / "config.json"
+    cfg_file.write_text(json.dumps({"raw": _jsonable(cfg.raw), "source": cfg.source or str(Path.cwd() / "x")}))
+    try:
+        r = subprocess.run([sys.executable, "-m", "geoseg.train.precision_check", str(out), str(cfg_file)],
+                           capture_output=True, text=True)
+    finally:
+        shutil.rmtree(cfg_file.parent, ignore_errors=True)
+    if r.returncode:
+        log.warning("bf16 check failed (%s); --precision auto keeps fp32 for this bundle",
+                    (r.stderr.strip().splitlines() or ["no output"])[-1])
+        return
+    log.warning("%s", r.stdout.strip().splitlines()[-1])
+
+
+def precision_check(out: Path, cfg: TrainConfig) -> str:
+    """The bf16 check itself (see _record_precision_check), run in a child process."""
     from geoseg.bundle import read_meta
+    from geoseg.engines.check import _record
+    from geoseg.engines.cpu import describe
+    from geoseg.inference import Predictor
     from geoseg.raster import read_window
+
+    sources = [open_scene(s, cfg) for s in cfg.scenes]
+    val_sources = [(s, s.validation_windows()) for s in sources]
+    val_sources += [(v, v.training_windows()) for v in (open_scene(s, cfg, held_out=False)
+                                                        for s in cfg.validation.scenes)]
 
     meta = read_meta(out)
     tile = -(-cfg.validation.block_size // 32) * 32
@@ -366,9 +394,9 @@ def _record_precision_check(out: Path, val_sources, cfg: TrainConfig) -> None:
     change = None if a is None or b is None else b - a
     _record(out, {"bf16": {"engine": "openvino", "iou_fp32": a, "iou_bf16": b, "iou_change": change,
                            "data": "validation blocks", "cpu": describe()}})
-    log.warning("bf16 check on the validation blocks: foreground IoU %s fp32, %s bf16 (change %s)",
-                f"{a:.4f}" if a is not None else "–", f"{b:.4f}" if b is not None else "–",
-                f"{change:+.4f}" if change is not None else "–")
+    return ("bf16 check on the validation blocks: foreground IoU "
+            f"{'–' if a is None else f'{a:.4f}'} fp32, {'–' if b is None else f'{b:.4f}'} bf16 "
+            f"(change {'–' if change is None else f'{change:+.4f}'})")
 
 
 def _init_from_bundle(model, cfg: TrainConfig) -> dict:
