@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Debian packages the tests use: GDAL's command-line tools, QGIS with PyQGIS for the
 # QGIS round-trip tests (run headless with Debian's /usr/bin/python3), and Chromium for
-# the headless-browser check of report.html.
+# the headless-browser check of report.html, and SLURM with munge for the workflow tests'
+# single-node cluster (.ci/slurm.sh starts it as plain processes).
 set -euo pipefail
 need=()
 command -v gdalinfo >/dev/null 2>&1 || need+=(gdal-bin)
 dpkg -s python3-qgis >/dev/null 2>&1 || need+=(python3-qgis)
 dpkg -s qgis-providers >/dev/null 2>&1 || need+=(qgis-providers)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v slurmctld >/dev/null 2>&1 || need+=(slurm-wlm)
+command -v munged >/dev/null 2>&1 || need+=(munge)
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=""
   [ "$(id -u)" -ne 0 ] && SUDO="sudo"

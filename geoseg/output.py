@@ -57,7 +57,7 @@ def tmp_folder(parent: Path, tag: str) -> Path:
     return path
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     if pid == os.getpid():
         return True
     try:
@@ -72,7 +72,7 @@ def _alive(pid: int) -> bool:
 def is_stale(path: Path) -> bool:
     """A geoseg temporary whose owner process is gone (killed, crashed, out of power)."""
     m = _TMP.search(path.name)
-    return bool(m) and not _alive(int(m.group(1)))
+    return bool(m) and not pid_alive(int(m.group(1)))
 
 
 def clean_stale(folder: Path) -> list[Path]:

@@ -19,6 +19,7 @@ import logging
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -26,6 +27,7 @@ from geoseg import _command_module
 from geoseg._blend_ext import argmax_votes, fold_tile, normalize
 from geoseg.blending import check_blend, scaled_tile_weights
 from geoseg.bundle import check_tiling, is_instance_bundle, load_bundle, read_meta, resolve_bundle
+from geoseg.checkpoint import ChunkStore, store_key
 from geoseg.classes import NODATA, ClassList
 from geoseg.errors import GeosegError
 from geoseg.fit import check_fit
@@ -314,8 +316,14 @@ def _strip(result: BlockResult, side: str) -> np.ndarray | None:
     return getattr(result, side)
 
 
-def block_graph(job: SceneJob, blocks: list[list[Block]]) -> list[tuple[Block, object]]:
-    """Delayed block results: model tasks, and finishing tasks that take their neighbours' strips."""
+def block_graph(job: SceneJob, blocks: list[list[Block]], store: ChunkStore | None = None,
+                done: frozenset = frozenset(), resources: dict | None = None) -> list[tuple[Block, object]]:
+    """Delayed block results: model tasks, and finishing tasks that take their neighbours' strips.
+
+    Blocks in ``done`` (saved in ``store`` by an earlier run) get no tasks; a
+    neighbour of one takes its strip from the store. ``resources`` (for example
+    ``{"GPU": 1}``) annotates the model tasks for a cluster that declares them.
+    """
     import dask
     from dask.base import tokenize
 
@@ -325,12 +333,22 @@ def block_graph(job: SceneJob, blocks: list[list[Block]]) -> list[tuple[Block, o
     delayed_strip = dask.delayed(_strip, pure=True)
     results: dict[tuple[int, int], object] = {}
     out = []
+
+    def strip(i: int, j: int, side: str):
+        if (i, j) in done:
+            arr = store.load(i, j, (side,))[side]
+            return None if arr is None else dask.delayed(arr, name=f"{side}-{token}-{i}-{j}")
+        res = results.get((i, j))
+        return None if res is None else delayed_strip(res, side, dask_key_name=f"{side}-{token}-{i}-{j}")
+
     for row in blocks:
         for b in row:
-            up, lf = results.get((b.i - 1, b.j)), results.get((b.i, b.j - 1))
-            top = None if up is None else delayed_strip(up, "bottom", dask_key_name=f"bottom-{token}-{b.i - 1}-{b.j}")
-            left = None if lf is None else delayed_strip(lf, "right", dask_key_name=f"right-{token}-{b.i}-{b.j - 1}")
-            votes = delayed_infer(job, b, dask_key_name=f"infer-{token}-{b.i}-{b.j}")
+            if (b.i, b.j) in done:
+                continue
+            top = strip(b.i - 1, b.j, "bottom") if b.i > 0 else None
+            left = strip(b.i, b.j - 1, "right") if b.j > 0 else None
+            with dask.annotate(resources=resources) if resources else contextlib.nullcontext():
+                votes = delayed_infer(job, b, dask_key_name=f"infer-{token}-{b.i}-{b.j}")
             res = delayed_finish(job, b, votes, top, left, dask_key_name=f"block-{token}-{b.i}-{b.j}")
             results[(b.i, b.j)] = res
             out.append((b, res))
@@ -345,6 +363,8 @@ class SceneOutputs:
     skipped: bool = False  # the outputs existed and were kept
     instances: Path | None = None  # NAME.instances.tif (instance bundles)
     instances_gpkg: Path | None = None  # NAME.instances.gpkg
+    chunks: int = 0  # chunks of the scene
+    chunks_resumed: int = 0  # of which an earlier, killed run had saved (see ``checkpoint``)
 
     @property
     def files(self) -> list[Path]:
@@ -363,10 +383,12 @@ def output_paths(out_dir: Path, scene: str | os.PathLike, probabilities: bool, i
 def predict_scene(info: SceneInfo, bundle: str | os.PathLike, classes: ClassList, out: SceneOutputs,
                   options: PredictOptions, runner: Runner, tile_size: int, overlap: int,
                   bands: tuple[int, ...], mean: tuple[float, ...], std: tuple[float, ...],
-                  choice=None) -> SceneOutputs:
+                  choice=None, checkpoint: Path | None = None) -> SceneOutputs:
     """Predict one checked scene into ``out``; nothing is left behind on failure.
 
     ``choice``: the engine and precision (:func:`geoseg.engines.resolve`; default torch fp32).
+    ``checkpoint``: a folder where finished chunks are saved as they come (see
+    :mod:`geoseg.checkpoint`); a run killed mid-scene resumes from them.
     """
     grid = TileGrid(info.height, info.width, tile_size, overlap)
     job = SceneJob(
@@ -378,23 +400,41 @@ def predict_scene(info: SceneInfo, bundle: str | os.PathLike, classes: ClassList
         engine=choice.engine if choice else "torch", precision=choice.precision if choice else "fp32",
         streams=engine_streams(runner),
     )
-    graph = block_graph(job, grid.blocks(options.chunk_size))
+    blocks = grid.blocks(options.chunk_size)
+    n_blocks = sum(map(len, blocks))
+    # a one-chunk scene has nothing to resume from but its chunk: it is not checkpointed
+    store = _scene_store(checkpoint, job, options) if checkpoint is not None and n_blocks > 1 else None
+    done = frozenset(store.done()) if store else frozenset()
+    graph = block_graph(job, blocks, store, done, runner.model_resources)
     writers: list[ChunkWriter] = []
     bar = progress_bar(grid.n_tiles, Path(info.path).name, options.progress, unit="tile")
 
-    def sink(block: Block, result: BlockResult) -> None:
+    def write(block: Block, result) -> None:
         win = block.final_window
         writers[0].write(result.classes, win)
         if out.probabilities:
             writers[1].write(result.probabilities, win)
         bar.update(result.n_tiles)
 
+    def sink(block: Block, result: BlockResult) -> None:
+        if store is not None:
+            store.save(block.i, block.j, result)
+        write(block, result)
+
     try:  # from the first temporary on: an interrupt anywhere below still removes every one of them
         writers.append(ChunkWriter(out.classes, info, 1, NODATA, colormap=classes.colormap(),
                                    nearest_overviews=options.overviews == "nearest"))
         if out.probabilities:
             writers.append(ChunkWriter(out.probabilities, info, len(classes), None))
-        run_graph(graph, sink, runner)
+        def write_saved() -> None:  # the chunks an earlier run saved: from the store, while the rest run
+            for row in blocks:
+                for b in row:
+                    if (b.i, b.j) in done:
+                        write(b, SimpleNamespace(**store.load(b.i, b.j, ("classes", "probabilities"))))
+
+        if done:
+            log.info("%s: resuming: %d of %d chunks are saved in %s", info.path, len(done), n_blocks, store.folder)
+        run_graph(graph, sink, runner, write_saved if done else None)
         bar.close()
         write_class_sidecars(out.classes, classes)  # before the raster: its rename is the commit point
         writers[0].finish_cog(decorate_classes(classes), options.overviews.upper())
@@ -408,15 +448,36 @@ def predict_scene(info: SceneInfo, bundle: str | os.PathLike, classes: ClassList
             for p in class_sidecars(out.classes):
                 p.unlink(missing_ok=True)
         raise
-    return out
+    if store is not None:
+        store.remove()
+    return replace(out, chunks=n_blocks, chunks_resumed=len(done))
+
+
+def _scene_store(checkpoint: Path, job: SceneJob, options: PredictOptions) -> ChunkStore:
+    """The scene's chunk store, keyed by everything its chunks depend on."""
+    from geoseg.engines.cache import weights_hash
+
+    st = os.stat(job.scene.path)
+    g = job.grid
+    key = store_key(dict(
+        scene=os.path.realpath(job.scene.path), size=st.st_size, mtime=st.st_mtime_ns, bands=job.bands,
+        mean=job.mean, std=job.std, weights=weights_hash(Path(job.bundle)), tile=g.tile_size, overlap=g.overlap,
+        chunk=options.chunk_size, blend=job.blend, probabilities=job.probabilities, engine=job.engine,
+        precision=job.precision, device=resolve_device(job.device).type,
+    ))
+    return ChunkStore(Path(checkpoint) / f"{output_stem(job.scene.path)}-{key}")
 
 
 def predict(bundle: str | os.PathLike, inputs: list[str] | str, out_dir: str | os.PathLike,
-            options: PredictOptions | None = None, client: object | None = None) -> list[SceneOutputs]:
+            options: PredictOptions | None = None, client: object | None = None,
+            checkpoint: str | os.PathLike | None = None, resources: dict | None = None) -> list[SceneOutputs]:
     """Predict every scene of ``inputs`` (files, folders or globs) into ``out_dir``.
 
     Returns the outputs written (scenes skipped because their outputs exist are
-    included). Every scene is checked before any is processed.
+    included). Every scene is checked before any is processed. ``checkpoint``:
+    a folder for finished chunks, so that a killed run resumes from them (semantic
+    bundles). ``resources``: Dask resources each model task needs on a cluster
+    (default: ``{"GPU": 1}`` when a worker declares GPUs).
     """
     options = options or PredictOptions()
     bundle = resolve_bundle(bundle)
@@ -455,7 +516,7 @@ def predict(bundle: str | os.PathLike, inputs: list[str] | str, out_dir: str | o
     import torch
 
     threads = torch.get_num_threads()  # local workers set their share; the caller's setting comes back
-    with output_dir(out_dir) as out_dir, open_runner(options.scheduler, options.workers, client) as runner, \
+    with output_dir(out_dir) as out_dir, open_runner(options.scheduler, options.workers, client, resources) as runner, \
             _restore_torch_threads(threads), gdal_cache(INSTANCE_GDAL_CACHE_MB if instance else GDAL_CACHE_MB):
         # Load the weights here first: a broken bundle fails before any scene is touched, and
         # local schedulers then reuse this process's predictor.
@@ -489,8 +550,9 @@ def predict(bundle: str | os.PathLike, inputs: list[str] | str, out_dir: str | o
                 results += predict_instances_scene(info, bundle, meta.classes, out, options, runner, tile, overlap,
                                                    meta.bands, meta.mean, n if options.coco_results else None)
             else:
-                predict_scene(info, bundle, meta.classes, out, options, runner, tile, overlap,
-                              meta.bands, meta.mean, meta.std, choice)
+                out = predict_scene(info, bundle, meta.classes, out, options, runner, tile, overlap,
+                                    meta.bands, meta.mean, meta.std, choice,
+                                    None if checkpoint is None else Path(checkpoint))
             done.append(out)
         if options.coco_results:  # image_id: the scene's number in the run, in input order
             from geoseg.instances.io import write_json

@@ -26,6 +26,7 @@ class Runner:
     scheduler: str
     workers: int
     client: object | None = None
+    model_resources: dict | None = None  # Dask resources each model task needs (``{"GPU": 1}``)
 
     @property
     def distributed(self) -> bool:
@@ -47,11 +48,16 @@ def default_workers() -> int:
 
 
 @contextlib.contextmanager
-def open_runner(scheduler: str | None = None, workers: int | None = None, client: object | None = None) -> Iterator[Runner]:
-    """Yield a :class:`Runner`; clusters started here are closed afterwards."""
+def open_runner(scheduler: str | None = None, workers: int | None = None, client: object | None = None,
+                resources: dict | None = None) -> Iterator[Runner]:
+    """Yield a :class:`Runner`; clusters started here are closed afterwards.
+
+    ``resources``: what each model task needs on a cluster; by default ``{"GPU": 1}``
+    when a worker of the cluster declares a ``GPU`` resource.
+    """
     workers = workers or default_workers()
     if client is not None:
-        yield Runner("distributed", workers, client)
+        yield Runner("distributed", workers, client, resources or _declared_gpus(client))
         return
     scheduler = (scheduler or "threads").strip()
     if scheduler in LOCAL_SCHEDULERS:
@@ -63,8 +69,8 @@ def open_runner(scheduler: str | None = None, workers: int | None = None, client
         # Dask's own log lines (workers starting and closing) only with -v, like geoseg's.
         quiet = not logging.getLogger("geoseg").isEnabledFor(logging.INFO)
         if quiet:
-            _silence_dask()
-        with _workers_ignore_ctrl_c():
+            silence_dask()
+        with workers_ignore_ctrl_c():
             cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
                                    silence_logs=logging.CRITICAL if quiet else logging.WARNING)
         with cluster, Client(cluster) as c:
@@ -75,18 +81,24 @@ def open_runner(scheduler: str | None = None, workers: int | None = None, client
             f"unknown scheduler {scheduler!r}; use threads, sync, local or an address like tcp://host:8786"
         )
     if not logging.getLogger("geoseg").isEnabledFor(logging.INFO):
-        _silence_dask()
+        silence_dask()
     try:
         c = Client(scheduler, timeout="10s")
     except (OSError, TimeoutError) as exc:
         raise GeosegError(f"cannot reach the Dask scheduler at {scheduler} ({exc})") from None
     with c:
         n = len(c.scheduler_info().get("workers", {})) or workers
-        yield Runner(scheduler, n, c)
+        yield Runner(scheduler, n, c, resources or _declared_gpus(c))
+
+
+def _declared_gpus(client) -> dict | None:
+    """``{"GPU": 1}`` when a worker of the cluster declares GPUs, so model tasks go only there."""
+    workers = client.scheduler_info().get("workers", {}).values()
+    return {"GPU": 1} if any(w.get("resources", {}).get("GPU") for w in workers) else None
 
 
 @contextlib.contextmanager
-def _workers_ignore_ctrl_c() -> Iterator[None]:
+def workers_ignore_ctrl_c() -> Iterator[None]:
     """Worker processes started here inherit an ignored SIGINT (Python keeps it ignored at start-up).
 
     Ctrl-C reaches the whole process group; this process unwinds and closes the
@@ -106,32 +118,40 @@ def _workers_ignore_ctrl_c() -> Iterator[None]:
         signal.signal(signal.SIGINT, old)
 
 
-def _silence_dask() -> None:
+def silence_dask() -> None:
     """Importing distributed sets its loggers to INFO; for a quiet run, only critical lines remain."""
     for name in ["asyncio", *logging.root.manager.loggerDict]:
         if name.split(".")[0] in ("distributed", "tornado", "bokeh", "asyncio"):
             logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
-def run_graph(graph: list[tuple[object, object]], sink, runner: Runner) -> None:
+def run_graph(graph: list[tuple[object, object]], sink, runner: Runner, alongside=None) -> None:
     """Compute ``(item, delayed)`` pairs, calling ``sink(item, result)`` as each finishes.
 
     With a local scheduler the sinks are tasks of the graph, so a finished result
     is consumed (written) and freed at once. With a cluster, results come back to
     this process as they complete and are written here, where the output is.
+    ``alongside()``: work for this process while the cluster starts on the graph
+    (before the graph, with a local scheduler).
     """
     import dask
 
     if runner.client is None:
+        if alongside is not None:
+            alongside()
         sinks = [dask.delayed(sink, pure=False)(item, res) for item, res in graph]
         dask.compute(*sinks, scheduler=runner.scheduler, num_workers=runner.workers)
         return
     from distributed import as_completed
 
     client = runner.client
-    futures = client.compute([res for _, res in graph])
+    # unoptimized: Dask's graph optimization can drop task annotations (dask #7036), such as a model
+    # task's resources={"GPU": 1}
+    futures = client.compute([res for _, res in graph], optimize_graph=False)
     by_key = {f.key: item for f, (item, _) in zip(futures, graph)}
     try:
+        if alongside is not None:
+            alongside()
         for fut in as_completed(futures):
             sink(by_key[fut.key], fut.result())
             fut.release()

@@ -77,6 +77,7 @@ def _register() -> None:
     from geoseg.cli.evaluate import evaluate
     from geoseg.cli.model import model
     from geoseg.cli.predict import predict
+    from geoseg.cli.run import run, status
     from geoseg.cli.train import train
     from geoseg.cli.vectorize import vectorize
 
@@ -84,6 +85,8 @@ def _register() -> None:
     cli.add_command(evaluate)
     cli.add_command(model)
     cli.add_command(predict)
+    cli.add_command(run)
+    cli.add_command(status)
     cli.add_command(train)
     cli.add_command(vectorize)
 
