@@ -161,6 +161,8 @@ def main() -> None:
     ap.add_argument("--engines", default=None,
                     help="only the engine rows: comma-separated ENGINE:PRECISION (e.g. torch:fp32,openvino:bf16) "
                          "against the naive baseline at --compare-size")
+    ap.add_argument("--engine-rss-size", type=int, default=None,
+                    help="with --engines: also each engine's peak RSS on a scene of this size (e.g. 16384)")
     args = ap.parse_args()
     if args.child:
         return child(args)
@@ -228,6 +230,12 @@ def engine_rows(args) -> None:
     for k, v in rows.items():
         share = f"{med(v, 'model_share'):.0%}" if k != "baseline" else ""
         print(f"| {k} | {med(v, 'mps'):.3f} | {med(v, 'mps') / b:.2f}x | {share} | {med(v, 'rss_mb'):.0f} |")
+    if args.engine_rss_size:  # peak RSS of every engine on a large scene, once each
+        big = write_scene(OUT / f"scene_{args.engine_rss_size}.tif", args.engine_rss_size)
+        print(f"\n| engine | peak RSS at {args.engine_rss_size}² (MB) | MP/s |\n|---|---|---|")
+        for k in kinds:
+            r = measure("geoseg", bundle, big, k)
+            print(f"| {k} | {r['rss_mb']:.0f} | {r['mps']:.3f} |")
 
 
 if __name__ == "__main__":

@@ -44,13 +44,14 @@ def _command_module(name: str) -> None:
 
 
 _COMMANDS = ("predict", "vectorize", "evaluate", "train")
-_SUBPACKAGES = ("benchmarks",)  # geoseg.benchmarks.get("voc").evaluate(...)
+_SUBPACKAGES = ("benchmarks", "workflows")  # geoseg.benchmarks.get("voc").evaluate(...), geoseg.workflows.run_workflow
 _API = {
     "PredictOptions": "geoseg.predict", "VectorizeOptions": "geoseg.vectorize",
     "EvaluateOptions": "geoseg.evaluate", "load_config": "geoseg.train",
     "load_bundle": "geoseg.bundle", "read_meta": "geoseg.bundle", "init_bundle": "geoseg.bundle",
     "check_fit": "geoseg.fit", "load_classes": "geoseg.classes", "ClassList": "geoseg.classes",
     "packaged_models": "geoseg.data",
+    "load_workflow": "geoseg.workflows", "run_workflow": "geoseg.workflows",
 }
 
 

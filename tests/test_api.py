@@ -15,7 +15,8 @@ def test_import_geoseg_does_not_load_torch():
     code = "import sys, geoseg; assert 'torch' not in sys.modules; print(sorted(geoseg.__all__))"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     names = eval(r.stdout)
-    assert {"predict", "vectorize", "evaluate", "train", "load_bundle", "packaged_models"} <= set(names)
+    assert {"predict", "vectorize", "evaluate", "train", "load_bundle", "packaged_models", "workflows",
+            "load_workflow", "run_workflow"} <= set(names)
 
 
 def test_commands_are_callable_from_the_package(linear_bundle, tmp_path):

@@ -65,6 +65,25 @@ def geoseg_run(*args, **kw) -> subprocess.CompletedProcess:
                           env=kw.pop("env", ENV), timeout=kw.pop("timeout", 300), **kw)
 
 
+def saved_chunks(out: Path) -> int:
+    """Chunks the predict step has saved in the run folder's checkpoint store."""
+    store = out / ".geoseg-chunks"
+    return sum(len(list(d.glob("chunk-*.npz"))) for d in store.glob("big-*")) if store.exists() else 0
+
+
+def start_run(wf: Path, env: dict = ENV, **kw) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "geoseg", "run", str(wf)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kw)
+
+
+def wait_until(proc: subprocess.Popen, ready, timeout: float = 240) -> None:
+    t0 = time.time()
+    while not ready():
+        assert proc.poll() is None, "the run ended first: " + proc.stderr.read()
+        assert time.time() - t0 < timeout
+        time.sleep(0.002)
+
+
 # -- validation -------------------------------------------------------------------------------------------
 
 
@@ -275,16 +294,6 @@ def big_scene(tmp_path_factory, linear_bundle):
     return root, body
 
 
-def _kill_when(proc: subprocess.Popen, ready, timeout: float = 240) -> None:
-    t0 = time.time()
-    while not ready():
-        assert proc.poll() is None, "the run ended before it could be killed: " + proc.stderr.read()
-        assert time.time() - t0 < timeout
-        time.sleep(0.002)
-    os.killpg(proc.pid, signal.SIGKILL)  # the run and its cluster: as a lost node
-    proc.wait()
-
-
 @pytest.mark.parametrize("when", ["mid-scene", "during-assembly"])
 def test_a_killed_run_resumes_from_its_chunks_and_ends_bitwise_identical(big_scene, tmp_path, when):
     root, body = big_scene
@@ -294,20 +303,19 @@ def test_a_killed_run_resumes_from_its_chunks_and_ends_bitwise_identical(big_sce
     store = out / ".geoseg-chunks"
 
     def chunks() -> int:
-        return sum(len(list(d.glob("chunk-*.npz"))) for d in store.glob("big-*")) if store.exists() else 0
+        return saved_chunks(out)
 
-    proc = subprocess.Popen([sys.executable, "-m", "geoseg", "run", str(wf)], env=ENV, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    proc = start_run(wf, start_new_session=True)
+    wait_until(proc, (lambda: chunks() >= 12) if when == "mid-scene" else (lambda: chunks() == total))
+    os.killpg(proc.pid, signal.SIGKILL)  # the run and its cluster: as a lost node
+    proc.wait()
     if when == "mid-scene":
-        _kill_when(proc, lambda: chunks() >= 12)
         assert chunks() < total
-    else:
-        _kill_when(proc, lambda: chunks() == total)
     assert not (out / "big.classes.tif").exists()  # nothing half-written under a final name
     assert ledger_rows(out)[-1]["status"] == "running"
-    st = CliRunner().invoke(cli, ["status", str(out)])
-    assert "interrupted" in st.output and "resumes from its saved chunks" not in st.output
     saved = chunks()
+    st = CliRunner().invoke(cli, ["status", str(out)])
+    assert "interrupted" in st.output and f"{saved} chunks saved" in st.output
 
     again = geoseg_run(wf)
     assert again.returncode == 0, again.stderr
@@ -389,20 +397,10 @@ def test_a_worker_killed_mid_run_changes_nothing(big_scene, dask_processes, tmp_
     client = dask_processes.wait_for(2)
     wf = write_workflow(tmp_path / "wf.yaml", **dict(body, output=str(tmp_path / "out"),
                                                      cluster={"address": dask_processes.address}))
-    store = tmp_path / "out" / ".geoseg-chunks"
-    proc = subprocess.Popen([sys.executable, "-m", "geoseg", "run", str(wf)], env=ENV, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-
-    def chunks() -> int:
-        return sum(len(list(d.glob("chunk-*.npz"))) for d in store.glob("big-*")) if store.exists() else 0
-
-    t0 = time.time()
-    while chunks() < 8:
-        assert proc.poll() is None, proc.stderr.read()
-        assert time.time() - t0 < 240
-        time.sleep(0.005)
+    proc = start_run(wf)
+    wait_until(proc, lambda: saved_chunks(tmp_path / "out") >= 8)
     os.kill(workers[0].pid, signal.SIGKILL)
-    assert chunks() < 64  # killed mid-run
+    assert saved_chunks(tmp_path / "out") < 64  # killed mid-run
     workers[0].wait()
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
@@ -472,62 +470,44 @@ def test_slurm_workers_with_a_cancelled_job(big_scene, slurm, tmp_path):
                          "walltime": "00:20:00", "interface": "lo", "host": "127.0.0.1",
                          "log_directory": str(tmp_path / "slurm-logs")}}
     wf = write_workflow(tmp_path / "wf.yaml", **dict(body, output=str(tmp_path / "out"), cluster=cluster))
-    store = tmp_path / "out" / ".geoseg-chunks"
-    proc = subprocess.Popen([sys.executable, "-m", "geoseg", "run", str(wf)], env=slurm, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-
-    def chunks() -> int:
-        return sum(len(list(d.glob("chunk-*.npz"))) for d in store.glob("big-*")) if store.exists() else 0
-
-    t0 = time.time()
-    while chunks() < 8:
-        assert proc.poll() is None, proc.stderr.read()
-        assert time.time() - t0 < 240
-        time.sleep(0.005)
+    proc = start_run(wf, env=slurm)
+    wait_until(proc, lambda: saved_chunks(tmp_path / "out") >= 8)
     jobs = subprocess.run(["squeue", "-h", "-o", "%i %T"], capture_output=True, text=True, env=slurm).stdout.split("\n")
     running = [j.split()[0] for j in jobs if j.strip().endswith("RUNNING")]
     assert len(running) == 2, jobs
     subprocess.run(["scancel", running[0]], check=True, env=slurm)
-    assert chunks() < 64
+    assert saved_chunks(tmp_path / "out") < 64
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
     assert "SLURM" in err
     for name in ("big.classes.tif", "big.probs.tif"):
         assert sha(tmp_path / "out" / name) == sha(root / "ref" / name), name
-    sacct = subprocess.run(["squeue", "-h"], capture_output=True, text=True, env=slurm)
-    assert sacct.returncode == 0
+    # the workers ran as SLURM jobs (dask-jobqueue's job logs, named by job id), on loopback only
+    logs = sorted((tmp_path / "slurm-logs").glob("dask-worker-*.err"))
+    assert {p.stem.split("-")[-1] for p in logs} >= set(running)
+    text = "".join(p.read_text() for p in logs)
+    assert "Start worker at:      tcp://127.0.0.1:" in text and "0.0.0.0" not in text
 
 
-# -- the shipped workflows -------------------------------------------------------------------------------
+def test_an_instance_model_workflow(tmp_path):
+    """An instance bundle's predict step writes instance outputs; vectorize is refused at validation."""
+    from test_instances import oracle_scene
 
+    from geoseg.bundle import init_bundle
 
-def test_the_demo_workflow_runs_and_scores_like_geoseg_evaluate(tmp_path):
-    import dataclasses
-
-    from geoseg.evaluate import EvaluateOptions, evaluate
-
-    wf = load_workflow(ROOT / "workflows" / "demo.yaml")
-    wf = dataclasses.replace(wf, output=tmp_path / "run")
-    res = run_workflow(wf, echo=lambda s: None)
-    assert not res.failures and [r.status for r in res.results] == ["done"] * 3
-    got = json.loads((tmp_path / "run" / "rio_heldout.evaluate" / "report.json").read_text())
-    ref = evaluate(tmp_path / "run" / "rio_heldout.classes.tif", wf.reference, tmp_path / "direct",
-                   EvaluateOptions(reference_class="building", progress=False))
-    assert got["classes"] == ref["classes"]
-    assert next(c for c in got["classes"] if c["name"] == "building")["iou"] > 0.4
-
-
-@pytest.mark.parametrize("name", ["nightly.yaml", "slurm-gpu.yaml"])
-def test_the_example_workflows_validate(tmp_path, name):
-    body = yaml.safe_load((ROOT / "workflows" / name).read_text())
-    if "slurm" in body.get("cluster", {}) and shutil.which("sbatch") is None:
-        pytest.skip("sbatch is not installed here (.ci/system-deps.sh installs slurm-wlm)")
-    body["model"] = "buildings-rgb"  # the site's bundle path, here the packaged model
-    if body.get("reference"):
-        body["reference"] = str(ROOT / "geoseg" / "data" / "rio" / "rio_heldout_buildings.geojson")
-    wf = load_workflow(write_workflow(tmp_path / name, **body))
-    assert [s.name for s in wf.steps] == ["predict", "vectorize"] + (["evaluate"] if body.get("reference") else [])
-    expected = body["cluster"] if isinstance(body["cluster"], str) else next(iter(body["cluster"]))
-    assert wf.cluster.kind == expected
-    if wf.cluster.kind == "slurm":
-        assert wf.cluster.spec.gpus == 1 and wf.cluster.spec.maximum_workers == 8
+    bundle = init_bundle("components", tmp_path / "oracle", encoder="none", bands=(1,), classes="object",
+                         tile_size=128, overlap=32)
+    (tmp_path / "scenes").mkdir()
+    write_scene(tmp_path / "scenes" / "s.tif", oracle_scene(500, 600)[None], nodata=None)
+    bad = write_workflow(tmp_path / "bad.yaml", inputs=["scenes"], model=str(bundle), output="out",
+                         steps=["predict", "vectorize"])
+    assert_one_line_error(CliRunner().invoke(cli, ["run", str(bad)]), "steps:", "instance model")
+    wf = write_workflow(tmp_path / "wf.yaml", inputs=["scenes"], model=str(bundle), output="out",
+                        steps=[{"predict": {"chunk_size": 256}}])
+    res = run_workflow(load_workflow(wf), echo=lambda s: None)
+    assert [r.status for r in res.results] == ["done"]
+    assert sorted(Path(o).name for o in res.results[0].outputs) == ["s.instances.gpkg", "s.instances.tif"]
+    again = run_workflow(load_workflow(wf), echo=lambda s: None)
+    assert [r.status for r in again.results] == ["skipped"]
+    model = json.loads((tmp_path / "out" / "model.stac.json").read_text())
+    assert model["properties"]["mlm:tasks"] == ["instance-segmentation"]

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import logging
-import os
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -117,7 +116,3 @@ def _jobqueue(kind: str, spec) -> Iterator[tuple[object, str]]:
     finally:
         jq.close()
 
-
-def worker_count(client, fallback: int | None = None) -> int:
-    n = len(client.scheduler_info().get("workers", {}))
-    return n or fallback or max(1, os.cpu_count() or 1)

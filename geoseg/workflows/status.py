@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import os
 import time
 from pathlib import Path
@@ -43,11 +44,19 @@ def status(folder: str | os.PathLike) -> tuple[list[dict], list[dict]]:
         item = planned.get((scene, step))
         if state == "done" and item is not None and item.action == "run":
             state = "stale"
+        saved = None
+        if state in ("running", "interrupted") and step == "predict":  # chunks saved so far, for resume
+            from geoseg.inputs import output_stem
+            from geoseg.workflows.run import CHECKPOINTS
+
+            saved = sum(len(list(d.glob("chunk-*.npz")))
+                        for d in (Path(folder) / CHECKPOINTS).glob(f"{glob.escape(output_stem(scene))}-*"))
         rows.append({
             "scene": Path(scene).name, "step": step, "status": state, "run": rec.run,
             "finished": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(rec.finished)) if rec.finished else "",
             "seconds": rec.seconds, "chunks": rec.chunks, "chunks_resumed": rec.chunks_resumed,
-            "why": item.reason if state == "stale" else (rec.error or ""),
+            "why": item.reason if state == "stale" else (
+                f"{saved} chunks saved" if saved is not None else (rec.error or "")),
         })
     for (scene, step), item in planned.items():  # scenes that arrived since the last run
         if (scene, step) not in latest:
