@@ -163,6 +163,7 @@ def main() -> None:
                          "against the naive baseline at --compare-size")
     ap.add_argument("--engine-rss-size", type=int, default=None,
                     help="with --engines: also each engine's peak RSS on a scene of this size (e.g. 16384)")
+    ap.add_argument("--engine-rss-kinds", default=None, help="the engines for --engine-rss-size (default: all)")
     args = ap.parse_args()
     if args.child:
         return child(args)
@@ -233,7 +234,7 @@ def engine_rows(args) -> None:
     if args.engine_rss_size:  # peak RSS of every engine on a large scene, once each
         big = write_scene(OUT / f"scene_{args.engine_rss_size}.tif", args.engine_rss_size)
         print(f"\n| engine | peak RSS at {args.engine_rss_size}² (MB) | MP/s |\n|---|---|---|")
-        for k in kinds:
+        for k in (args.engine_rss_kinds.split(",") if args.engine_rss_kinds else kinds):
             r = measure("geoseg", bundle, big, k)
             print(f"| {k} | {r['rss_mb']:.0f} | {r['mps']:.3f} |")
 

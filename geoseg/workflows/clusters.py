@@ -77,8 +77,10 @@ def connect(cluster: Cluster) -> Iterator[Connected]:
 
 @contextlib.contextmanager
 def _jobqueue(kind: str, spec) -> Iterator[tuple[object, str]]:
-    import dask_jobqueue
-
+    try:
+        import dask_jobqueue
+    except ImportError:
+        raise GeosegError(f"cluster.{kind}: needs dask-jobqueue (pip install geoseg[cluster])") from None
     cls = {"slurm": dask_jobqueue.SLURMCluster, "pbs": dask_jobqueue.PBSCluster}[kind]
     directives = list(spec.job_directives)
     worker_args = []
