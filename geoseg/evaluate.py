@@ -488,6 +488,11 @@ def _scene_name(path: str) -> str:
     return Path(path).stem
 
 
+def reference_stem(path: str | os.PathLike) -> str:
+    """The scene a reference file is for: ``a.tif``, ``a.geojson``, ``a_labels.gpkg`` -> ``a``."""
+    return re.sub(r"(_labels|\.labels|_reference)$", "", _scene_name(str(path)))
+
+
 class _CodeWriters:
     """Three temporary rasters: the class of each TP, FP and FN pixel."""
 
@@ -536,8 +541,7 @@ def pair_scenes(predictions: str, references: str, allow_missing: bool) -> list[
     refs: dict[str, Path] = {}
     for r in sorted(rdir.iterdir()):
         if r.is_file() and r.suffix.lower() in RASTER_SUFFIXES + VECTOR_SUFFIXES:
-            stem = re.sub(r"(_labels|\.labels|_reference)$", "", _scene_name(str(r)))
-            refs.setdefault(stem, r)
+            refs.setdefault(reference_stem(r), r)
     pairs, missing = [], []
     for p in preds:
         name = _scene_name(str(p))

@@ -467,14 +467,18 @@ def slurm(tmp_path):
 def test_slurm_workers_with_a_cancelled_job(big_scene, slurm, tmp_path):
     root, body = big_scene
     cluster = {"slurm": {"cores": 1, "memory": "2GB", "processes": 1, "minimum_workers": 2, "maximum_workers": 2,
-                         "walltime": "00:20:00", "interface": "lo", "host": "127.0.0.1",
+                         "walltime": "00:20:00", "interface": "lo", "host": "127.0.0.1", "wait_for_workers": 120,
                          "log_directory": str(tmp_path / "slurm-logs")}}
     wf = write_workflow(tmp_path / "wf.yaml", **dict(body, output=str(tmp_path / "out"), cluster=cluster))
     proc = start_run(wf, env=slurm)
-    wait_until(proc, lambda: saved_chunks(tmp_path / "out") >= 8)
-    jobs = subprocess.run(["squeue", "-h", "-o", "%i %T"], capture_output=True, text=True, env=slurm).stdout.split("\n")
-    running = [j.split()[0] for j in jobs if j.strip().endswith("RUNNING")]
-    assert len(running) == 2, jobs
+
+    def running_jobs() -> list[str]:
+        jobs = subprocess.run(["squeue", "-h", "-o", "%i %T"], capture_output=True, text=True, env=slurm).stdout
+        return [j.split()[0] for j in jobs.splitlines() if j.strip().endswith("RUNNING")]
+
+    # both worker jobs started (SLURM may start the second a scheduling cycle later), and chunks are coming
+    wait_until(proc, lambda: len(running_jobs()) == 2 and saved_chunks(tmp_path / "out") >= 8)
+    running = running_jobs()
     subprocess.run(["scancel", running[0]], check=True, env=slurm)
     assert saved_chunks(tmp_path / "out") < 64
     out, err = proc.communicate(timeout=300)

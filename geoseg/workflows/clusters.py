@@ -71,6 +71,13 @@ def connect(cluster: Cluster) -> Iterator[Connected]:
                             {"GPU": 1} if spec.gpus else None, f"local cluster of {n} worker processes")
         return
     with _jobqueue(cluster.kind, spec) as (jq, describe), Client(jq) as client:
+        want = spec.workers or spec.minimum_workers
+        if spec.wait_for_workers and want:
+            try:
+                client.wait_for_workers(want, timeout=spec.wait_for_workers)
+            except TimeoutError:
+                log.warning("%d of %d workers started within %gs; starting with them",
+                            len(client.scheduler_info()["workers"]), want, spec.wait_for_workers)
         yield Connected(client, client.dashboard_link if _dashboard_served() else None,
                         {"GPU": 1} if spec.gpus else None, describe)
 

@@ -93,6 +93,7 @@ class JobQueueCluster(_Strict):
     workers: int | None = Field(None, gt=0)  # a fixed number of jobs' workers
     minimum_workers: int = Field(0, ge=0)  # or adaptive scaling between these two
     maximum_workers: int | None = Field(None, gt=0)
+    wait_for_workers: float = Field(0, ge=0)  # seconds to wait for the minimum (or fixed) workers before starting
     interface: str | None = None  # network interface the workers and scheduler use (e.g. ib0, lo)
     host: str | None = None  # the address the scheduler listens on
     python: str | None = None  # the workers' Python (default: this one)
@@ -143,6 +144,7 @@ class WorkflowConfig:
     steps: tuple[Step, ...]
     cluster: Cluster
     retries: int
+    instance: bool = False  # the model is an instance bundle (its predict step writes NAME.instances.*)
 
     def step(self, name: str) -> Step | None:
         return next((s for s in self.steps if s.name == name), None)
@@ -206,14 +208,14 @@ def load_workflow(path: str | os.PathLike) -> WorkflowConfig:
         raise GeosegError("reference: the evaluate step needs a reference (a vector file or a folder)", path)
     model = _resolve(base, wf.model)
     model = model if os.path.exists(model) else wf.model  # else a packaged model's name
-    _check_model(model, names, path)
+    instance = _check_model(model, names, path)
     reference = _resolve(base, wf.reference) if wf.reference else None
     if reference and not os.path.exists(reference):
         raise GeosegError(f"reference: no such file or folder: {reference}", path)
     return WorkflowConfig(
         path=path.resolve(), inputs=tuple(_resolve(base, i) for i in wf.inputs), model=model,
         output=Path(_resolve(base, wf.output)), reference=reference, steps=steps,
-        cluster=_parse_cluster(wf.cluster, path), retries=wf.retries,
+        cluster=_parse_cluster(wf.cluster, path), retries=wf.retries, instance=instance,
     )
 
 
@@ -240,7 +242,8 @@ def _parse_step(item, n: int, path: Path) -> Step:
     return step
 
 
-def _check_model(model: str, steps: list[str], path: Path) -> None:
+def _check_model(model: str, steps: list[str], path: Path) -> bool:
+    """Check the model can be read and takes the steps; returns whether it is an instance bundle."""
     from geoseg.bundle import is_instance_bundle, read_meta
 
     try:
@@ -250,6 +253,7 @@ def _check_model(model: str, steps: list[str], path: Path) -> None:
     if is_instance_bundle(meta) and set(steps) - {"predict"}:
         raise GeosegError(f"steps: {model} is an instance model; its predict step writes NAME.instances.gpkg "
                           "itself (vectorize and evaluate apply to class rasters)", path)
+    return is_instance_bundle(meta)
 
 
 _BATCH_COMMANDS = {"slurm": ("sbatch", "SLURMCluster"), "pbs": ("qsub", "PBSCluster")}

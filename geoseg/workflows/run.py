@@ -89,8 +89,7 @@ def scenes_of(wf: WorkflowConfig) -> list[str]:
 def output_paths(wf: WorkflowConfig, name: str, step: str) -> list[Path]:
     """The files a step writes for scene ``name`` in the run folder."""
     if step == "predict":
-        from geoseg.bundle import is_instance_bundle, read_meta
-        if is_instance_bundle(read_meta(wf.model)):
+        if wf.instance:
             return [wf.output / f"{name}.instances.tif", wf.output / f"{name}.instances.gpkg"]
         probs = wf.step("predict").options.get("probabilities")
         return [wf.output / f"{name}.classes.tif"] + ([wf.output / f"{name}.probs.tif"] if probs else [])
@@ -100,19 +99,14 @@ def output_paths(wf: WorkflowConfig, name: str, step: str) -> list[Path]:
 
 
 def _reference_for(wf: WorkflowConfig, name: str) -> str | None:
+    """The reference of scene ``name``: the workflow's vector file, or its match in the reference folder."""
     ref = wf.reference
     if ref is None or not os.path.isdir(ref):
         return ref
-    from geoseg.evaluate import RASTER_SUFFIXES, VECTOR_SUFFIXES
+    from geoseg.evaluate import RASTER_SUFFIXES, VECTOR_SUFFIXES, reference_stem
 
-    for p in sorted(Path(ref).iterdir()):
-        if p.suffix.lower() in RASTER_SUFFIXES + VECTOR_SUFFIXES:
-            stem = output_stem(p) if p.suffix.lower() in RASTER_SUFFIXES else p.stem
-            for tail in ("_labels", ".labels", "_reference"):
-                stem = stem.removesuffix(tail)
-            if stem == name:
-                return str(p)
-    return None
+    return next((str(p) for p in sorted(Path(ref).iterdir())
+                 if p.suffix.lower() in RASTER_SUFFIXES + VECTOR_SUFFIXES and reference_stem(p) == name), None)
 
 
 def _model_hash(model: str) -> str:

@@ -18,7 +18,7 @@ def status(folder: str | os.PathLike) -> tuple[list[dict], list[dict]]:
     Stale (the step would run again) is judged against the workflow file the last
     run used, when it is still there.
     """
-    from geoseg.workflows.config import load_workflow
+    from geoseg.workflows.config import STEPS, load_workflow
     from geoseg.workflows.run import plan
 
     ledger = Ledger(Path(folder), create=False)
@@ -36,8 +36,7 @@ def status(folder: str | os.PathLike) -> tuple[list[dict], list[dict]]:
     finally:
         ledger.close()
     rows = []
-    order = {"predict": 0, "vectorize": 1, "evaluate": 2}
-    for (scene, step), rec in sorted(latest.items(), key=lambda kv: (kv[0][0], order.get(kv[0][1], 9))):
+    for (scene, step), rec in sorted(latest.items(), key=lambda kv: (kv[0][0], STEPS.index(kv[0][1]))):
         state = rec.status
         if state == "running" and rec.run not in live:
             state = "interrupted"
