@@ -95,6 +95,7 @@ def wait_until(proc: subprocess.Popen, ready, timeout: float = 240) -> None:
     ({"outputs": "x"}, ["outputs: unknown key"]),
     ({"cluster": {"slurm": {"cores": 1, "walltim": "1:00:00"}}}, ["cluster.slurm.walltim: unknown key"]),
     ({"steps": [{"predict": {"chunk_size": 0}}]}, ["steps[0].predict", "chunk-size must be positive"]),
+    ({"inputs": ["nosuch"]}, ["inputs: no such file or folder", "nosuch"]),
 ])
 def test_bad_workflows_get_one_line_naming_the_file_and_key(tmp_path, linear_bundle, body, needles):
     scenes = tmp_path / "scenes"

@@ -117,14 +117,15 @@ def _model_hash(model: str) -> str:
     return config_hash({"weights": weights_hash(b), "meta": (b / "geoseg.json").read_text()})
 
 
-def plan(wf: WorkflowConfig, ledger: Ledger | None, force: bool = False) -> list[PlanItem]:
-    """What a run would do for every scene and step, and why."""
+def plan(wf: WorkflowConfig, ledger: Ledger | None, force: bool = False,
+         scenes: list[str] | None = None) -> list[PlanItem]:
+    """What a run would do for every scene and step (of ``scenes``, default: the workflow's), and why."""
     latest = ledger.latest() if ledger else {}
     known = ledger.identities() if ledger else {}
     model = _model_hash(wf.model)
     items: list[PlanItem] = []
     seen: set[str] = {s for s, _ in latest}
-    for scene in scenes_of(wf):
+    for scene in scenes_of(wf) if scenes is None else scenes:
         name = output_stem(scene)
         try:
             ident = identity(scene, known.get(os.path.realpath(scene)))
@@ -220,11 +221,11 @@ def run_workflow(wf: WorkflowConfig, force: bool = False, progress: bool = False
     from geoseg.workflows.stac import write_stac
 
     t_run = time.time()
+    scenes = scenes_of(wf)  # a bad input is refused before the run folder is made
     with output_dir(wf.output) as folder:
         ledger = Ledger(folder)
         try:
-            items = plan(wf, ledger, force)
-            scenes = list(dict.fromkeys(i.scene for i in items))
+            items = plan(wf, ledger, force, scenes)
             todo = [i for i in items if i.action == "run"]
             echo(f"{len(scenes)} scene{'s' if len(scenes) != 1 else ''}: {len(todo)} step"
                  f"{'s' if len(todo) != 1 else ''} to run, {len(items) - len(todo)} done already")
