@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from geoseg.bundle import BundleMeta, load_bundle
+from geoseg.bundle import BundleMeta, load_bundle, read_meta, resolve_bundle
 from geoseg.errors import GeosegError
 
 _CACHE: dict[tuple, Predictor] = {}
@@ -46,8 +46,11 @@ class Predictor:
     def __init__(self, bundle_path: str | os.PathLike, device: str = "auto", amp: bool | None = None,
                  engine: str = "torch", precision: str = "fp32", tile: int | None = None, streams: int = 1,
                  threads: int | None = None) -> None:
-        bundle = load_bundle(bundle_path)
-        self.meta: BundleMeta = bundle.meta
+        bundle_path = resolve_bundle(bundle_path)
+        # An engine whose conversion is cached needs no torch model: only the metadata is read.
+        converted = _cached_conversion(Path(bundle_path), engine, tile) if engine != "torch" else None
+        bundle = None if converted else load_bundle(bundle_path)
+        self.meta: BundleMeta = read_meta(bundle_path) if converted else bundle.meta
         self.device = resolve_device(device)
         self.engine, self.precision = engine, precision
         # bf16 autocast only where asked (CUDA; --precision bf16): on CPUs without native bf16 it is ~250x slower.
@@ -57,7 +60,8 @@ class Predictor:
             from geoseg.engines.runtime import ONNXRuntimeRunner, OpenVINORunner, convert
 
             threads = threads or torch.get_num_threads()
-            path = convert(Path(bundle_path), bundle.model, engine, tile or self.meta.tile_size, self.meta.in_channels)
+            path = converted or convert(Path(bundle_path), bundle.model, engine, tile or self.meta.tile_size,
+                                        self.meta.in_channels)
             self.runner = (OpenVINORunner(path, precision, streams, threads) if engine == "openvino"
                            else ONNXRuntimeRunner(path, threads))
             self.model = None
@@ -84,6 +88,17 @@ class Predictor:
         return logits.permute(0, 2, 3, 1).contiguous().cpu().numpy()
 
 
+def _cached_conversion(bundle: Path, engine: str, tile: int | None) -> Path | None:
+    """The engine's converted model for this bundle and tile size, if it is already cached."""
+    from geoseg.engines import cache
+
+    meta = read_meta(bundle)
+    if not (bundle / "model.safetensors").is_file():
+        return None  # load_bundle names the problem
+    path = cache.find(bundle, engine, tile or meta.tile_size, meta.in_channels)
+    return path if path.exists() else None
+
+
 def get_predictor(bundle_path: str | os.PathLike, device: str = "auto", engine: str = "torch",
                   precision: str = "fp32", tile: int | None = None, streams: int = 1,
                   threads: int | None = None) -> Predictor:
@@ -91,7 +106,7 @@ def get_predictor(bundle_path: str | os.PathLike, device: str = "auto", engine: 
     path = Path(bundle_path).resolve()
     weights = path / "model.safetensors"
     stamp = weights.stat().st_mtime_ns if weights.exists() else None
-    key = (str(path), stamp, device, engine, precision, tile if engine != "torch" else None,
+    key = (str(path), stamp, resolve_device(device).type, engine, precision, tile if engine != "torch" else None,
            (streams, threads) if engine != "torch" else None)
     with _CACHE_LOCK:
         pred = _CACHE.get(key)

@@ -139,8 +139,14 @@ def run_graph(graph: list[tuple[object, object]], sink, runner: Runner, alongsid
     if runner.client is None:
         if alongside is not None:
             alongside()
+        import dask.local
+        import dask.threaded
+
         sinks = [dask.delayed(sink, pure=False)(item, res) for item, res in graph]
-        dask.compute(*sinks, scheduler=runner.scheduler, num_workers=runner.workers)
+        # The scheduler as a function, not its name: a name makes Dask look for a distributed client
+        # first, which imports distributed (a quarter of a second) on every run.
+        get = dask.threaded.get if runner.scheduler == "threads" else dask.local.get_sync
+        dask.compute(*sinks, scheduler=get, num_workers=runner.workers)
         return
     from distributed import as_completed
 

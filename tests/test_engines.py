@@ -90,7 +90,8 @@ def test_engine_output_identical_for_chunks_and_workers(bundles, engine, tmp_pat
 
 
 @pytest.mark.skipif(not ENGINES, reason="neither openvino nor onnxruntime is installed")
-def test_conversion_is_cached_and_new_weights_invalidate_it(bundles, tmp_path):
+def test_conversion_is_cached_and_new_weights_invalidate_it(bundles, tmp_path, monkeypatch):
+    import geoseg.inference
     from geoseg.engines import cache
 
     engine = ENGINES[0]
@@ -100,7 +101,10 @@ def test_conversion_is_cached_and_new_weights_invalidate_it(bundles, tmp_path):
     path = cache.find(bundle, engine, 128, 3)
     assert path.exists() and str(path).startswith(os.environ["GEOSEG_CACHE_DIR"])
     stamp = path.stat().st_mtime_ns
-    Predictor(bundle, "cpu", engine=engine, tile=128, threads=1)  # a second run reads it
+    with monkeypatch.context() as m:  # a second run reads it, and needs no torch model for it
+        m.setattr(geoseg.inference, "load_bundle", lambda *a: pytest.fail("the torch model was built"))
+        again = Predictor(bundle, "cpu", engine=engine, tile=128, threads=1)
+    assert again.model is None and again.meta.tile_size == 128
     assert path.stat().st_mtime_ns == stamp
     init_bundle("unet", bundle, encoder="resnet18", bands=(1, 2, 3), tile_size=128, overlap=32, seed=4,
                 overwrite=True)
@@ -109,6 +113,38 @@ def test_conversion_is_cached_and_new_weights_invalidate_it(bundles, tmp_path):
     new = Predictor(bundle, "cpu", engine=engine, tile=128, threads=1).class_logits(x)
     ref = Predictor(bundle, "cpu").class_logits(x)
     assert np.abs(new - ref).max() < 1e-3  # the new weights, not the cached old ones
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_engine_threads_calling_at_once_get_each_their_own_logits(bundles, engine):
+    """Worker threads share one predictor: each thread's first batch (OpenVINO specialises a request then) and
+    later ones, of any size, give the logits a lone caller gets."""
+    import threading
+
+    pred = Predictor(bundles["unet"], "cpu", engine=engine, precision="fp32", tile=128, streams=3, threads=1)
+    rng = np.random.default_rng(5)
+    batches = [rng.normal(size=(n, 128, 128, 3)).astype(np.float32) for n in (1, 3, 2, 1, 2, 1)]
+    got, errors = {}, []
+    start = threading.Barrier(3)
+
+    def work(i):
+        try:
+            start.wait()
+            for j in (i, i + 3):
+                got[j] = pred.class_logits(batches[j])
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert not errors and not any(t.is_alive() for t in threads)
+    alone = Predictor(bundles["unet"], "cpu", engine=engine, precision="fp32", tile=128, threads=1)
+    for j, b in enumerate(batches):
+        assert got[j].shape == (len(b), 128, 128, 4)
+        np.testing.assert_array_equal(got[j], alone.class_logits(b))
 
 
 @pytest.mark.skipif(not installed("openvino"), reason="openvino is not installed")

@@ -40,7 +40,10 @@ def weights_hash(bundle: Path) -> str:
 
 
 def artifact_name(engine: str, tile: int, channels: int) -> str:
-    return f"{engine}-{tile}x{tile}x{channels}" + (".xml" if engine == "openvino" else ".onnx")
+    # OpenVINO's conversion takes one tile at a time (a static shape; see runtime.OpenVINORunner), ONNX any batch
+    if engine == "openvino":
+        return f"openvino-1x{tile}x{tile}x{channels}.xml"
+    return f"{engine}-{tile}x{tile}x{channels}.onnx"
 
 
 def find(bundle: Path, engine: str, tile: int, channels: int) -> Path:

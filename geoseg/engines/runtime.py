@@ -107,7 +107,7 @@ def convert(bundle: Path, model: nn.Module, engine: str, tile: int, channels: in
                 if engine == "openvino":
                     ov = _openvino()
                     om = ov.convert_model(wrapped, example_input=example,
-                                          input=[ov.PartialShape([-1, tile, tile, channels])])
+                                          input=[ov.PartialShape([1, tile, tile, channels])])
                     ov.save_model(om, str(tmp), compress_to_fp16=False)
                     os.replace(tmp.with_suffix(".bin"), path.with_suffix(".bin"))
                 else:
@@ -124,7 +124,15 @@ def convert(bundle: Path, model: nn.Module, engine: str, tile: int, channels: in
 
 
 class OpenVINORunner:
-    """A compiled OpenVINO model: ``streams`` concurrent callers, ``threads`` cores each."""
+    """A compiled OpenVINO model: ``streams`` concurrent callers, ``threads`` cores each.
+
+    The model's shape is static, one tile: an infer request of a model with a dynamic batch specialises
+    itself on its first inference at each new shape, and requests doing that at once from several threads
+    can hang OpenVINO's CPU plugin on a machine with few cores (seen here, 2 cores, about one run in
+    twenty; ultralytics#25923 describes the same). A batch runs as one inference per tile, which on the CPU
+    costs nothing (measured: batches of 1 and 4 take the same time per tile). Each calling thread has its
+    own request; requests are made, and run their first inference, one at a time.
+    """
 
     def __init__(self, xml: Path, precision: str, streams: int, threads: int) -> None:
         core = _openvino().Core()
@@ -132,13 +140,24 @@ class OpenVINORunner:
             "INFERENCE_PRECISION_HINT": OV_PRECISION[precision], "NUM_STREAMS": str(max(1, streams)),
             "INFERENCE_NUM_THREADS": max(1, streams) * max(1, threads), "ENABLE_CPU_PINNING": False})
         self._local = threading.local()
+        self._first = threading.Lock()
 
     def __call__(self, tiles: np.ndarray) -> np.ndarray:
         req = getattr(self._local, "request", None)
+        out = None
         if req is None:
-            req = self._local.request = self.compiled.create_infer_request()
-        req.infer({0: tiles})
-        return np.array(req.get_output_tensor(0).data, dtype=np.float32, copy=True)
+            with self._first:
+                req = self.compiled.create_infer_request()
+                out = [self._infer(req, tiles[0])]
+            self._local.request = req
+        out = (out or []) + [self._infer(req, t) for t in tiles[len(out or []):]]
+        return np.stack(out)
+
+    @staticmethod
+    def _infer(req, tile: np.ndarray) -> np.ndarray:
+        # the tile is read in place (no copy into the request); the logits are copied out of it
+        req.infer({0: np.ascontiguousarray(tile[None])}, share_inputs=True)
+        return np.array(req.get_output_tensor(0).data[0], dtype=np.float32, copy=True)
 
 
 class ONNXRuntimeRunner:
