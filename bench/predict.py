@@ -171,9 +171,14 @@ def main() -> None:
     ap.add_argument("--engine-rss-size", type=int, default=None,
                     help="with --engines: also each engine's peak RSS on a scene of this size (e.g. 16384)")
     ap.add_argument("--engine-rss-kinds", default=None, help="the engines for --engine-rss-size (default: all)")
+    ap.add_argument("--ceiling", action="store_true",
+                    help="the fp32 ceiling: the model's FLOPs per tile, this CPU's fp32 GEMM rate, and each exact "
+                         "engine's steady time per tile (2 streams of 1 thread, as geoseg runs them)")
     args = ap.parse_args()
     if args.child:
         return child(args)
+    if args.ceiling:
+        return ceiling(args)
     if args.engines:
         return engine_rows(args)
 
@@ -244,6 +249,53 @@ def engine_rows(args) -> None:
         for k in (args.engine_rss_kinds.split(",") if args.engine_rss_kinds else kinds):
             r = measure("geoseg", bundle, big, k)
             print(f"| {k} | {r['rss_mb']:.0f} | {r['mps']:.3f} |")
+
+
+def ceiling(args) -> None:
+    """What an exact (fp32) engine can gain over the baseline on this CPU, from first principles."""
+    import threading
+
+    import numpy as np
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from geoseg.bundle import load_bundle
+    from geoseg.engines import installed
+    from geoseg.engines.cpu import describe
+    from geoseg.inference import Predictor
+
+    OUT.mkdir(exist_ok=True)
+    bundle = make_bundles(args.encoder)["unet"]
+    model = load_bundle(bundle).model.eval()
+    with FlopCounterMode(display=False) as fc, torch.inference_mode():
+        model(torch.zeros(1, 3, 512, 512))
+    flops = fc.get_total_flops()
+    torch.set_num_threads(2)
+    a, b = torch.randn(4096, 4096), torch.randn(4096, 4096)
+    a @ b
+    t0 = time.perf_counter()
+    for _ in range(5):
+        a @ b
+    gemm = 5 * 2 * 4096**3 / (time.perf_counter() - t0)
+    print(f"CPU: {describe()}\nU-Net-{args.encoder}, one 512² tile: {flops / 1e9:.1f} GFLOP; "
+          f"fp32 GEMM (torch, 2 threads): {gemm / 1e9:.0f} GFLOP/s, i.e. at least {flops / gemm:.3f} s per tile")
+    x = np.random.default_rng(0).normal(size=(1, 512, 512, 3)).astype(np.float32)
+
+    def both(pred, n):  # two worker threads at once, as geoseg runs them
+        threads = [threading.Thread(target=lambda: [pred.class_logits(x) for _ in range(n)]) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+
+    for engine in [e for e in ("openvino", "onnxruntime") if installed(e)]:
+        pred = Predictor(bundle, "cpu", engine=engine, precision="fp32", tile=512, streams=2, threads=1)
+        both(pred, 1)  # each thread's first inference
+        t0 = time.perf_counter()
+        both(pred, 6)
+        per_tile = (time.perf_counter() - t0) / 12
+        print(f"{engine} fp32: {per_tile:.3f} s per tile, {flops / per_tile / 1e9:.0f} GFLOP/s "
+              f"({flops / per_tile / gemm:.0%} of the GEMM rate)")
 
 
 if __name__ == "__main__":
