@@ -128,8 +128,8 @@ class OpenVINORunner:
 
     The model's shape is static, one tile: an infer request of a model with a dynamic batch specialises
     itself on its first inference at each new shape, and requests doing that at once from several threads
-    can hang OpenVINO's CPU plugin on a machine with few cores (seen here, 2 cores, about one run in
-    twenty; ultralytics#25923 describes the same). A batch runs as one inference per tile, which on the CPU
+    can hang OpenVINO's CPU plugin on a machine with few cores (seen here, 2 cores: 2 hangs in about
+    75 runs; ultralytics#25923 describes the same). A batch runs as one inference per tile, which on the CPU
     costs nothing (measured: batches of 1 and 4 take the same time per tile). Each calling thread has its
     own request; requests are made, and run their first inference, one at a time.
     """
@@ -143,14 +143,15 @@ class OpenVINORunner:
         self._first = threading.Lock()
 
     def __call__(self, tiles: np.ndarray) -> np.ndarray:
-        req = getattr(self._local, "request", None)
-        out = None
+        if not len(tiles):
+            return np.zeros((0, *self.compiled.output(0).shape[1:]), dtype=np.float32)
+        req, out = getattr(self._local, "request", None), []
         if req is None:
             with self._first:
                 req = self.compiled.create_infer_request()
-                out = [self._infer(req, tiles[0])]
+                out.append(self._infer(req, tiles[0]))
             self._local.request = req
-        out = (out or []) + [self._infer(req, t) for t in tiles[len(out or []):]]
+        out += [self._infer(req, t) for t in tiles[len(out):]]
         return np.stack(out)
 
     @staticmethod
