@@ -91,13 +91,21 @@ def test_outputs_written_into_the_input_folder_never_become_inputs(linear_bundle
 
 # -- kills and reruns: real processes, signals sent once temporaries exist ----------------------------------------
 
+def sigint_default() -> None:
+    """In the child before it starts: Ctrl-C's default action, as in a terminal. A test suite started in the
+    background of a shell without job control inherits an ignored SIGINT, and Python keeps it ignored."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_predict(bundle, scene, out, *extra):
     import subprocess
     import sys
 
     return subprocess.Popen([sys.executable, "-m", "geoseg", "predict", str(bundle), str(scene), "-o", str(out),
                              "--no-progress", "--chunk-size", "256", "--workers", "1", *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=sigint_default)
 
 
 def wait_for_temporaries(proc, out, timeout=120.0):
@@ -288,7 +296,8 @@ def test_ctrl_c_under_a_local_cluster_is_one_line(unet_bundle, slow_scene, tmp_p
     out = tmp_path / "out"
     proc = subprocess.Popen([sys.executable, "-m", "geoseg", "predict", str(unet_bundle), str(scene), "-o", str(out),
                              "--no-progress", "--chunk-size", "256", "--scheduler", "local", "--workers", "2"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=sigint_default)
     wait_for_temporaries(proc, out)
     os.killpg(proc.pid, signal.SIGINT)
     _, err = proc.communicate(timeout=120)
