@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import numpy as np
@@ -91,21 +92,30 @@ def test_outputs_written_into_the_input_folder_never_become_inputs(linear_bundle
 
 # -- kills and reruns: real processes, signals sent once temporaries exist ----------------------------------------
 
-def sigint_default() -> None:
-    """In the child before it starts: Ctrl-C's default action, as in a terminal. A test suite started in the
-    background of a shell without job control inherits an ignored SIGINT, and Python keeps it ignored."""
+@contextlib.contextmanager
+def sigint_default():
+    """Children started here get Ctrl-C's default action, as in a terminal. A test suite started in the
+    background of a shell without job control ignores SIGINT, its children inherit that, and Python keeps
+    it ignored. (Not a ``preexec_fn``: Python code between fork and exec can deadlock a threaded parent.)"""
     import signal
 
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    old = signal.getsignal(signal.SIGINT)
+    if old == signal.SIG_IGN:  # a handler is reset to the default at exec; an ignored signal stays ignored
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
 
 
 def start_predict(bundle, scene, out, *extra):
     import subprocess
     import sys
 
-    return subprocess.Popen([sys.executable, "-m", "geoseg", "predict", str(bundle), str(scene), "-o", str(out),
-                             "--no-progress", "--chunk-size", "256", "--workers", "1", *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=sigint_default)
+    with sigint_default():
+        return subprocess.Popen([sys.executable, "-m", "geoseg", "predict", str(bundle), str(scene), "-o", str(out),
+                                 "--no-progress", "--chunk-size", "256", "--workers", "1", *extra],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def wait_for_temporaries(proc, out, timeout=120.0):
@@ -294,10 +304,10 @@ def test_ctrl_c_under_a_local_cluster_is_one_line(unet_bundle, slow_scene, tmp_p
 
     scene, _ = slow_scene
     out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, "-m", "geoseg", "predict", str(unet_bundle), str(scene), "-o", str(out),
-                             "--no-progress", "--chunk-size", "256", "--scheduler", "local", "--workers", "2"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-                            preexec_fn=sigint_default)
+    with sigint_default():
+        proc = subprocess.Popen([sys.executable, "-m", "geoseg", "predict", str(unet_bundle), str(scene), "-o",
+                                 str(out), "--no-progress", "--chunk-size", "256", "--scheduler", "local", "--workers",
+                                 "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     wait_for_temporaries(proc, out)
     os.killpg(proc.pid, signal.SIGINT)
     _, err = proc.communicate(timeout=120)
