@@ -48,9 +48,10 @@ class Predictor:
                  threads: int | None = None) -> None:
         bundle_path = resolve_bundle(bundle_path)
         # An engine whose conversion is cached needs no torch model: only the metadata is read.
-        converted = _cached_conversion(Path(bundle_path), engine, tile) if engine != "torch" else None
+        meta = read_meta(bundle_path) if engine != "torch" else None
+        converted = _cached_conversion(Path(bundle_path), meta, engine, tile) if meta else None
         bundle = None if converted else load_bundle(bundle_path)
-        self.meta: BundleMeta = read_meta(bundle_path) if converted else bundle.meta
+        self.meta: BundleMeta = meta if converted else bundle.meta
         self.device = resolve_device(device)
         self.engine, self.precision = engine, precision
         # bf16 autocast only where asked (CUDA; --precision bf16): on CPUs without native bf16 it is ~250x slower.
@@ -88,11 +89,10 @@ class Predictor:
         return logits.permute(0, 2, 3, 1).contiguous().cpu().numpy()
 
 
-def _cached_conversion(bundle: Path, engine: str, tile: int | None) -> Path | None:
+def _cached_conversion(bundle: Path, meta: BundleMeta, engine: str, tile: int | None) -> Path | None:
     """The engine's converted model for this bundle and tile size, if it is already cached."""
     from geoseg.engines import cache
 
-    meta = read_meta(bundle)
     if not (bundle / "model.safetensors").is_file():
         return None  # load_bundle names the problem
     path = cache.find(bundle, engine, tile or meta.tile_size, meta.in_channels)
