@@ -39,6 +39,15 @@ def store_key(parts: dict) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def saved_chunks(folder: Path) -> set[tuple[int, int]]:
+    """The ``(i, j)`` of the chunks saved in a store's folder, read without touching it."""
+    out = set()
+    for p in Path(folder).glob("chunk-*-*.npz"):
+        i, j = p.stem.split("-")[1:]
+        out.add((int(i), int(j)))
+    return out
+
+
 class ChunkStore:
     """One scene's finished chunks, one file each, in ``folder``."""
 
@@ -55,11 +64,7 @@ class ChunkStore:
 
     def done(self) -> set[tuple[int, int]]:
         """The chunks saved by earlier (killed) runs."""
-        out = set()
-        for p in self.folder.glob("chunk-*-*.npz"):
-            i, j = p.stem.split("-")[1:]
-            out.add((int(i), int(j)))
-        return out
+        return saved_chunks(self.folder)
 
     def save(self, i: int, j: int, result) -> None:
         """Save a finished chunk (a ``BlockResult``); the file appears whole or not at all."""

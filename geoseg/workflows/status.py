@@ -45,10 +45,11 @@ def status(folder: str | os.PathLike) -> tuple[list[dict], list[dict]]:
             state = "stale"
         saved = None
         if state in ("running", "interrupted") and step == "predict":  # chunks saved so far, for resume
+            from geoseg.checkpoint import saved_chunks
             from geoseg.inputs import output_stem
             from geoseg.workflows.run import CHECKPOINTS
 
-            saved = sum(len(list(d.glob("chunk-*.npz")))
+            saved = sum(len(saved_chunks(d))
                         for d in (Path(folder) / CHECKPOINTS).glob(f"{glob.escape(output_stem(scene))}-*"))
         rows.append({
             "scene": Path(scene).name, "step": step, "status": state, "run": rec.run,
