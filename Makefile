@@ -12,7 +12,7 @@ STAMP := build/.installed
 install:
 	@if [ -f $(STAMP) ] && [ -z "$$(find $(INSTALL_INPUTS) -newer $(STAMP) 2>/dev/null)" ] \
 	   && [ "$$(cat $(STAMP))" = "$$(command -v $(PYTHON))" ] \
-	   && $(PYTHON) -c "import geoseg._blend_ext, geoseg._trace_ext" 2>/dev/null; then \
+	   && $(PYTHON) -c "import geoseg._blend_ext, geoseg._trace_ext, geoseg._labels_ext" 2>/dev/null; then \
 	  echo "geoseg is installed and up to date (make clean to reinstall)"; \
 	else \
 	  $(PIP) install $(PIP_FLAGS) -e ".[test]" && mkdir -p build && command -v $(PYTHON) > $(STAMP); \

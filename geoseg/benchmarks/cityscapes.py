@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from geoseg._labels_ext import instance_counts
 from geoseg.benchmarks.images import LUT_SIZE, read_labels
 from geoseg.benchmarks.registry import register
 from geoseg.benchmarks.semantic import (
@@ -38,6 +39,7 @@ from geoseg.benchmarks.semantic import (
 from geoseg.benchmarks.voc import require
 from geoseg.classes import ClassList, SegClass
 from geoseg.errors import GeosegError
+from geoseg.metrics import label_run
 
 Label = namedtuple("Label", "name id train_id category has_instances ignore color")
 
@@ -161,10 +163,10 @@ class InstanceWeights:
                     if all(lb.has_instances for lb in LABELS if lb.category == c and lb.id >= 0)}
 
     def __init__(self) -> None:
-        table = np.zeros((NUM_IDS, LUT_SIZE), dtype=bool)  # [instance labelId, predicted value] -> in its category
+        table = np.zeros((NUM_IDS, LUT_SIZE), dtype=np.uint8)  # [instance labelId, predicted value] -> in its category
         for ids in self.CATEGORY_IDS.values():
             for i in ids:
-                table[i, ids] = True
+                table[i, ids] = 1
         self.in_category = table
         self.avg = np.zeros(NUM_IDS)
         for lb in EVAL:
@@ -176,12 +178,7 @@ class InstanceWeights:
         inst = read_labels(inst_path, "instance ground truth")
         if inst.shape != pred.shape:
             raise GeosegError("size differs from its labelIds image", inst_path)
-        m = inst > 1000
-        ids, p = inst[m].astype(np.intp), pred[m].astype(np.intp)
-        lab = ids // 1000
-        size = np.bincount(ids, minlength=1)
-        hit = np.bincount(ids, weights=(p == lab), minlength=1)
-        cat_hit = np.bincount(ids, weights=self.in_category[np.minimum(lab, NUM_IDS - 1), p], minlength=1)
+        size, hit, cat_hit = instance_counts(label_run(inst), label_run(pred), self.in_category, 1000)
         present = np.flatnonzero(size)
         lab = present // 1000
         keep = (lab < NUM_IDS) & np.isin(lab, [lb.id for lb in EVAL if lb.has_instances])

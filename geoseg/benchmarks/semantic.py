@@ -170,7 +170,6 @@ def semantic_report(results: list[ImageResult], coding: LabelCoding, adapter: st
 def publish(report: dict, results, classes: ClassList | None, output, overwrite: bool, markdown=None,
             html=None) -> Path:
     """Write report.json, report.md and report.html into ``output`` (temporary folder, then rename)."""
-    import json
     import shutil
 
     from geoseg.output import clean_stale, output_dir, tmp_folder
@@ -187,7 +186,9 @@ def publish(report: dict, results, classes: ClassList | None, output, overwrite:
 
                 write_reports(report, results, classes, work)
             else:
-                (work / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+                from geoseg.report import json_text
+
+                (work / "report.json").write_text(json_text(report))
                 (work / "report.md").write_text(markdown(report))
                 (work / "report.html").write_text(html(report))
             for f in work.iterdir():

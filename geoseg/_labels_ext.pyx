@@ -1,0 +1,266 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""Compiled kernels for scoring label images: PNG row reconstruction and one-pass pixel counts.
+
+Benchmarks score thousands of full-size label images (a Cityscapes frame is 2048 x 1024), where
+numpy's chain of look-ups, casts and ``bincount`` costs several passes over every pixel. Each
+kernel here is one pass, runs without the GIL (the benchmark readers score images on threads), and
+counts into a few interleaved histograms, so runs of one label value (the common case in label
+images) do not wait on one counter.
+"""
+
+import numpy as np
+
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint64_t
+from libc.string cimport memcpy
+from libc.stdlib cimport abs as iabs
+
+ctypedef fused label_t:
+    uint8_t
+    uint16_t
+
+ctypedef fused label2_t:
+    uint8_t
+    uint16_t
+
+
+cdef inline int _paeth(int a, int b, int c) noexcept nogil:
+    cdef int pa = iabs(b - c), pb = iabs(a - c), pc = iabs(a + b - 2 * c)
+    if pa <= pb and pa <= pc:
+        return a
+    if pb <= pc:
+        return b
+    return c
+
+
+# Sub and Paeth rows depend on the byte one pixel to the left: the reconstructed bytes are carried
+# in registers (one chain per byte of a pixel, interleaved for 16-bit samples), not re-read from
+# the row just stored, which would wait on store-to-load forwarding at every byte.
+
+cdef inline void _sub_row(uint8_t* dst, const uint8_t* cur, Py_ssize_t n, int bpp) noexcept nogil:
+    cdef Py_ssize_t x, ch
+    cdef uint8_t a0 = 0, a1 = 0
+    if bpp == 2:
+        for x in range(0, n - 1, 2):
+            a0 = a0 + cur[x]
+            a1 = a1 + cur[x + 1]
+            dst[x] = a0
+            dst[x + 1] = a1
+        return
+    for ch in range(bpp):
+        a0 = 0
+        x = ch
+        while x < n:
+            a0 = a0 + cur[x]
+            dst[x] = a0
+            x += bpp
+
+
+cdef inline void _paeth_row(uint8_t* dst, const uint8_t* cur, const uint8_t* prev, Py_ssize_t n,
+                            int bpp) noexcept nogil:
+    cdef Py_ssize_t x, ch
+    cdef int a0 = 0, c0 = 0, a1 = 0, c1 = 0, b0, b1
+    if bpp == 2:
+        for x in range(0, n - 1, 2):
+            b0 = prev[x]
+            b1 = prev[x + 1]
+            a0 = (cur[x] + _paeth(a0, b0, c0)) & 0xFF
+            a1 = (cur[x + 1] + _paeth(a1, b1, c1)) & 0xFF
+            dst[x] = <uint8_t>a0
+            dst[x + 1] = <uint8_t>a1
+            c0 = b0
+            c1 = b1
+        return
+    for ch in range(bpp):
+        a0 = 0
+        c0 = 0
+        x = ch
+        while x < n:
+            b0 = prev[x]
+            a0 = (cur[x] + _paeth(a0, b0, c0)) & 0xFF
+            dst[x] = <uint8_t>a0
+            c0 = b0
+            x += bpp
+
+
+def png_unfilter(uint8_t[::1] buf, Py_ssize_t height, Py_ssize_t rowbytes, int bpp, bint swap16):
+    """Reconstruct a non-interlaced PNG's image bytes in place.
+
+    ``buf`` holds the inflated IDAT stream: ``height`` rows of a filter byte and ``rowbytes`` bytes
+    (``bpp`` bytes per pixel). Afterwards its first ``height * rowbytes`` bytes are the image, row
+    after row: each row is written just before the filtered bytes it comes from, which have been
+    read by then, so no second image-sized buffer is needed. ``swap16``: the samples are 16-bit
+    (big-endian in PNG); each row is swapped to little-endian once the next row no longer needs it
+    as its prior row. Raises ValueError on a filter type outside 0..4.
+    """
+    cdef Py_ssize_t y, x
+    cdef int f, bad = -1
+    cdef uint8_t* dst
+    cdef uint8_t* prev
+    cdef const uint8_t* cur
+    if buf.shape[0] != height * (rowbytes + 1):
+        raise ValueError(f"image data holds {buf.shape[0]} bytes, not {height * (rowbytes + 1)}")
+    if height == 0 or rowbytes == 0:
+        return
+    cdef uint8_t* base = &buf[0]
+    with nogil:
+        for y in range(height):
+            f = base[y * (rowbytes + 1)]
+            cur = base + y * (rowbytes + 1) + 1
+            dst = base + y * rowbytes  # before cur: every byte written has been read
+            prev = dst - rowbytes if y else NULL  # plain pointer loops: the compiler vectorizes None and Up
+            if f == 0 or (y == 0 and f == 2):
+                for x in range(rowbytes):
+                    dst[x] = cur[x]
+            elif f == 1 or (y == 0 and f == 4):  # Paeth with no prior row is Sub
+                _sub_row(dst, cur, rowbytes, bpp)
+            elif f == 2:
+                for x in range(rowbytes):
+                    dst[x] = cur[x] + prev[x]
+            elif f == 3:
+                if y == 0:
+                    for x in range(bpp):
+                        dst[x] = cur[x]
+                    for x in range(bpp, rowbytes):
+                        dst[x] = cur[x] + (dst[x - bpp] >> 1)
+                else:
+                    for x in range(bpp):
+                        dst[x] = cur[x] + (prev[x] >> 1)
+                    for x in range(bpp, rowbytes):
+                        dst[x] = cur[x] + <uint8_t>(((<int>dst[x - bpp]) + prev[x]) >> 1)
+            elif f == 4:
+                _paeth_row(dst, cur, prev, rowbytes, bpp)
+            else:
+                bad = f
+                break
+            if swap16 and y > 0:
+                _swap_pairs(prev, rowbytes)
+        if swap16 and bad < 0:
+            _swap_pairs(base + (height - 1) * rowbytes, rowbytes)
+    if bad >= 0:
+        raise ValueError(f"unknown PNG filter type {bad}")
+
+
+cdef inline void _swap_pairs(uint8_t* row, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t x
+    cdef uint8_t t
+    for x in range(0, n - 1, 2):
+        t = row[x]
+        row[x] = row[x + 1]
+        row[x + 1] = t
+
+
+cdef inline uint64_t _load8(const void* p) noexcept nogil:
+    cdef uint64_t w
+    memcpy(&w, p, 8)  # an unaligned 8-byte load
+    return w
+
+
+cdef inline bint _same8_u8(const uint8_t* p) noexcept nogil:
+    """Whether the 8 values from ``p`` on are all equal."""
+    return _load8(p) == <uint64_t>p[0] * 0x0101010101010101ULL
+
+
+cdef inline bint _same8_u16(const uint16_t* p) noexcept nogil:
+    cdef uint64_t b = <uint64_t>p[0] * 0x0001000100010001ULL
+    return _load8(p) == b and _load8(p + 4) == b
+
+
+# Label images are mostly runs of one value, so both counters first test whether a block of 8 pixels
+# is uniform in both images (two or three 8-byte compares) and count it at once; other blocks are
+# counted pixel by pixel.
+
+def coded_histogram(const label_t[::1] ref, const label2_t[::1] pred, const uint16_t[::1] rows,
+                    const uint16_t[::1] cols, Py_ssize_t k):
+    """Counts of ``rows[ref] * (k + 1) + cols[pred]`` over all pixels: a ``(k + 2) x (k + 1)`` int64 matrix.
+
+    ``rows`` and ``cols`` cover every value of the label type (65,536 entries), with rows up to
+    ``k + 1`` and columns up to ``k``.
+    """
+    cdef Py_ssize_t n = ref.shape[0], i = 0, j, bins = (k + 2) * (k + 1)
+    if pred.shape[0] != n:
+        raise ValueError("the two label images differ in size")
+    if rows.shape[0] < 65536 or cols.shape[0] < 65536:
+        raise ValueError("look-up tables must cover 65,536 values")
+    parts = np.zeros((4, bins), dtype=np.int64)  # interleaved counters: a run does not wait on one
+    cdef int64_t[:, ::1] h = parts
+    cdef Py_ssize_t stride = k + 1
+    cdef bint same
+    with nogil:
+        while i + 8 <= n:
+            if label_t is uint8_t:
+                same = _same8_u8(&ref[i])
+            else:
+                same = _same8_u16(&ref[i])
+            if same:
+                if label2_t is uint8_t:
+                    same = _same8_u8(&pred[i])
+                else:
+                    same = _same8_u16(&pred[i])
+            if same:
+                h[(i >> 3) & 3, rows[ref[i]] * stride + cols[pred[i]]] += 8
+            else:
+                for j in range(i, i + 8):
+                    h[j & 3, rows[ref[j]] * stride + cols[pred[j]]] += 1
+            i += 8
+        for j in range(i, n):
+            h[0, rows[ref[j]] * stride + cols[pred[j]]] += 1
+    return parts.sum(axis=0).reshape(k + 2, k + 1)
+
+
+def instance_counts(const label_t[::1] inst, const label2_t[::1] pred, const uint8_t[:, ::1] same_category,
+                    int32_t min_id):
+    """Per instance id (ids above ``min_id`` only, label = id // 1000): its pixels, the pixels predicted as
+    its label, and those predicted as any label of its category (``same_category[label, predicted]``,
+    labels past the table's last row read its last row). Three int64 arrays of 65,536 entries.
+    """
+    cdef Py_ssize_t n = inst.shape[0], i = 0, j
+    if pred.shape[0] != n:
+        raise ValueError("the two label images differ in size")
+    if same_category.shape[1] < 65536:
+        raise ValueError("the category table must cover 65,536 predicted values")
+    size = np.zeros(65536, dtype=np.int64)
+    hit = np.zeros(65536, dtype=np.int64)
+    cat = np.zeros(65536, dtype=np.int64)
+    cdef int64_t[::1] s = size, h = hit, c = cat
+    cdef int v, lab, p, last = same_category.shape[0] - 1
+    cdef Py_ssize_t tstride = same_category.shape[1]
+    cdef bint same
+    with nogil:
+        while i + 8 <= n:
+            v = inst[i]
+            if label_t is uint8_t:
+                same = _same8_u8(&inst[i])
+            else:
+                same = _same8_u16(&inst[i])
+            if same and v <= min_id:  # no instance in the block
+                i += 8
+                continue
+            if same:
+                if label2_t is uint8_t:
+                    same = _same8_u8(&pred[i])
+                else:
+                    same = _same8_u16(&pred[i])
+            if same:
+                lab = v // 1000
+                p = pred[i]
+                s[v] += 8
+                h[v] += 8 * (p == lab)
+                c[v] += 8 * same_category[lab if lab < last else last, p]
+            else:
+                for j in range(i, i + 8):
+                    _count_instance(inst[j], pred[j], min_id, &s[0], &h[0], &c[0], &same_category[0, 0], tstride,
+                                    last)
+            i += 8
+        for j in range(i, n):
+            _count_instance(inst[j], pred[j], min_id, &s[0], &h[0], &c[0], &same_category[0, 0], tstride, last)
+    return size, hit, cat
+
+
+cdef inline void _count_instance(int v, int p, int min_id, int64_t* s, int64_t* h, int64_t* c,
+                                 const uint8_t* same_category, Py_ssize_t tstride, int last) noexcept nogil:
+    cdef int lab
+    if v > min_id:
+        lab = v // 1000
+        s[v] += 1
+        h[v] += p == lab
+        c[v] += same_category[(lab if lab < last else last) * tstride + p]
