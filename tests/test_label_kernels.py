@@ -9,9 +9,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+from geoseg._labels_ext import coded_histogram, instance_counts
 from PIL import Image
 
-from geoseg._labels_ext import coded_histogram, instance_counts
 from geoseg.benchmarks.images import png_labels, read_labels
 from geoseg.errors import GeosegError
 from geoseg.metrics import coded_confusion
