@@ -11,7 +11,7 @@ images) do not wait on one counter.
 import numpy as np
 
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint64_t
-from libc.string cimport memcpy
+from libc.string cimport memcpy, memset
 from libc.stdlib cimport abs as iabs
 
 ctypedef fused label_t:
@@ -32,19 +32,61 @@ cdef inline int _paeth(int a, int b, int c) noexcept nogil:
     return c
 
 
+cdef inline uint64_t _load8(const void* p) noexcept nogil:
+    cdef uint64_t w
+    memcpy(&w, p, 8)  # an unaligned 8-byte load
+    return w
+
+
+cdef inline uint64_t _pairs(int u0, int u1) noexcept nogil:
+    """8 bytes holding the byte pair (u0, u1) four times, in memory order."""
+    cdef uint64_t w
+    cdef uint8_t* q = <uint8_t*>&w
+    q[0] = q[2] = q[4] = q[6] = <uint8_t>u0
+    q[1] = q[3] = q[5] = q[7] = <uint8_t>u1
+    return w
+
+
 # Sub and Paeth rows depend on the byte one pixel to the left: the reconstructed bytes are carried
 # in registers (one chain per byte of a pixel, interleaved for 16-bit samples), not re-read from
-# the row just stored, which would wait on store-to-load forwarding at every byte.
+# the row just stored, which would wait on store-to-load forwarding at every byte. Label images are
+# mostly flat, so 8 bytes at a time are first tested for the flat case (no difference in the row,
+# for Paeth also a flat prior row), where every byte repeats the pixel to its left.
 
 cdef inline void _sub_row(uint8_t* dst, const uint8_t* cur, Py_ssize_t n, int bpp) noexcept nogil:
-    cdef Py_ssize_t x, ch
+    cdef Py_ssize_t x = 0, j, ch
     cdef uint8_t a0 = 0, a1 = 0
+    cdef uint64_t w
+    if bpp == 1:
+        while x + 8 <= n:
+            if _load8(cur + x) == 0:
+                memset(dst + x, a0, 8)
+            else:
+                for j in range(x, x + 8):
+                    a0 = a0 + cur[j]
+                    dst[j] = a0
+            x += 8
+        for j in range(x, n):
+            a0 = a0 + cur[j]
+            dst[j] = a0
+        return
     if bpp == 2:
-        for x in range(0, n - 1, 2):
-            a0 = a0 + cur[x]
-            a1 = a1 + cur[x + 1]
-            dst[x] = a0
-            dst[x + 1] = a1
+        while x + 8 <= n:
+            if _load8(cur + x) == 0:
+                w = _pairs(a0, a1)
+                memcpy(dst + x, &w, 8)
+            else:
+                for j in range(x, x + 8, 2):
+                    a0 = a0 + cur[j]
+                    a1 = a1 + cur[j + 1]
+                    dst[j] = a0
+                    dst[j + 1] = a1
+            x += 8
+        for j in range(x, n - 1, 2):
+            a0 = a0 + cur[j]
+            a1 = a1 + cur[j + 1]
+            dst[j] = a0
+            dst[j + 1] = a1
         return
     for ch in range(bpp):
         a0 = 0
@@ -57,16 +99,49 @@ cdef inline void _sub_row(uint8_t* dst, const uint8_t* cur, Py_ssize_t n, int bp
 
 cdef inline void _paeth_row(uint8_t* dst, const uint8_t* cur, const uint8_t* prev, Py_ssize_t n,
                             int bpp) noexcept nogil:
-    cdef Py_ssize_t x, ch
+    cdef Py_ssize_t x = 0, j, ch
     cdef int a0 = 0, c0 = 0, a1 = 0, c1 = 0, b0, b1
+    cdef uint64_t w
+    if bpp == 1:
+        while x + 8 <= n:
+            if _load8(cur + x) == 0 and _load8(prev + x) == <uint64_t>c0 * 0x0101010101010101ULL:
+                memset(dst + x, a0, 8)  # b == c everywhere: Paeth predicts the left byte
+            else:
+                for j in range(x, x + 8):
+                    b0 = prev[j]
+                    a0 = (cur[j] + _paeth(a0, b0, c0)) & 0xFF
+                    dst[j] = <uint8_t>a0
+                    c0 = b0
+            x += 8
+        for j in range(x, n):
+            b0 = prev[j]
+            a0 = (cur[j] + _paeth(a0, b0, c0)) & 0xFF
+            dst[j] = <uint8_t>a0
+            c0 = b0
+        return
     if bpp == 2:
-        for x in range(0, n - 1, 2):
-            b0 = prev[x]
-            b1 = prev[x + 1]
-            a0 = (cur[x] + _paeth(a0, b0, c0)) & 0xFF
-            a1 = (cur[x + 1] + _paeth(a1, b1, c1)) & 0xFF
-            dst[x] = <uint8_t>a0
-            dst[x + 1] = <uint8_t>a1
+        while x + 8 <= n:
+            if _load8(cur + x) == 0 and _load8(prev + x) == _pairs(c0, c1):
+                w = _pairs(a0, a1)
+                memcpy(dst + x, &w, 8)
+            else:
+                for j in range(x, x + 8, 2):
+                    b0 = prev[j]
+                    b1 = prev[j + 1]
+                    a0 = (cur[j] + _paeth(a0, b0, c0)) & 0xFF
+                    a1 = (cur[j + 1] + _paeth(a1, b1, c1)) & 0xFF
+                    dst[j] = <uint8_t>a0
+                    dst[j + 1] = <uint8_t>a1
+                    c0 = b0
+                    c1 = b1
+            x += 8
+        for j in range(x, n - 1, 2):
+            b0 = prev[j]
+            b1 = prev[j + 1]
+            a0 = (cur[j] + _paeth(a0, b0, c0)) & 0xFF
+            a1 = (cur[j + 1] + _paeth(a1, b1, c1)) & 0xFF
+            dst[j] = <uint8_t>a0
+            dst[j + 1] = <uint8_t>a1
             c0 = b0
             c1 = b1
         return
@@ -147,12 +222,6 @@ cdef inline void _swap_pairs(uint8_t* row, Py_ssize_t n) noexcept nogil:
         t = row[x]
         row[x] = row[x + 1]
         row[x + 1] = t
-
-
-cdef inline uint64_t _load8(const void* p) noexcept nogil:
-    cdef uint64_t w
-    memcpy(&w, p, 8)  # an unaligned 8-byte load
-    return w
 
 
 cdef inline bint _same8_u8(const uint8_t* p) noexcept nogil:

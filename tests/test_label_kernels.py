@@ -51,10 +51,20 @@ def encode_png(arr: np.ndarray, colour: int, depth: int, filters) -> bytes:
     return png + _chunk(b"IDAT", data[:half]) + _chunk(b"IDAT", data[half:]) + _chunk(b"IEND", b"")
 
 
-def labels_like(shape, depth: int, seed: int) -> np.ndarray:
-    """Label-like content: blocks of values with noise, over the type's whole range."""
+def labels_like(shape, depth: int, seed: int, flat: bool = False) -> np.ndarray:
+    """Label-like content over the type's whole range: blocks of values with noise, or (``flat``) rows of long
+    runs, many of them repeating the row above (the flat stretches the row reconstruction skips through)."""
     rng = np.random.default_rng(seed)
     top = 65535 if depth == 16 else 255
+    if flat:
+        arr = np.zeros(shape, np.int64)
+        for y in range(shape[0]):
+            if y and rng.random() < 0.5:
+                arr[y] = arr[y - 1]
+            else:
+                lengths = rng.integers(1, 30, shape[1])
+                arr[y] = np.repeat(rng.integers(0, top + 1, shape[1]), lengths)[:shape[1]]
+        return arr.astype(np.uint16 if depth == 16 else np.uint8)
     arr = np.repeat(np.repeat(rng.integers(0, top + 1, (shape[0] // 3 + 1, shape[1] // 5 + 1)), 3, 0), 5, 1)
     arr = arr[:shape[0], :shape[1]].copy()
     noise = rng.random(shape) < 0.1
@@ -64,9 +74,9 @@ def labels_like(shape, depth: int, seed: int) -> np.ndarray:
 
 @pytest.mark.parametrize("colour,depth", [(0, 8), (0, 16), (3, 8)])
 @pytest.mark.parametrize("filters", [[0], [1], [2], [3], [4], [4, 1, 3, 0, 2, 4, 2]])
-@pytest.mark.parametrize("shape", [(37, 53), (1, 9), (6, 1)])
-def test_png_rows_reconstructed_as_pillow_reads_them(tmp_path, colour, depth, filters, shape):
-    arr = labels_like(shape, depth, seed=len(filters) * 7 + depth + shape[0])
+@pytest.mark.parametrize("shape,flat", [((37, 53), False), ((41, 203), True), ((1, 9), False), ((6, 1), False)])
+def test_png_rows_reconstructed_as_pillow_reads_them(tmp_path, colour, depth, filters, shape, flat):
+    arr = labels_like(shape, depth, seed=len(filters) * 7 + depth + shape[0], flat=flat)
     path = tmp_path / "x.png"
     path.write_bytes(encode_png(arr, colour, depth, filters))
     with Image.open(path) as img:
@@ -79,7 +89,8 @@ def test_png_rows_reconstructed_as_pillow_reads_them(tmp_path, colour, depth, fi
 
 
 def test_pillow_written_labels_read_alike_on_threads(tmp_path):
-    arrays = [labels_like((301, 517), 8, s) for s in range(4)] + [labels_like((211, 333), 16, s) for s in range(4)]
+    arrays = [labels_like((301, 517), 8, s, flat=s % 2) for s in range(4)] + \
+        [labels_like((211, 333), 16, s, flat=s % 2) for s in range(4)]
     paths = []
     for i, a in enumerate(arrays):
         paths.append(tmp_path / f"{i}.png")
