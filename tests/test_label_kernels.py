@@ -210,3 +210,20 @@ def test_counters_on_runs_equal_numpy(n):
         np.testing.assert_array_equal(hit, np.bincount(ids, weights=p == ids // 1000, minlength=65536))
         np.testing.assert_array_equal(cat, np.bincount(ids, weights=table[np.minimum(ids // 1000, 33), p],
                                                        minlength=65536))
+
+
+def test_every_png_of_the_shared_data_reads_as_pillow_reads_it(shared_data):
+    """Real label images (VOC palette masks, Cityscapes labelIds / trainIds / 16-bit instanceIds) and the rest:
+    the ones read here equal Pillow's values; the others (RGB photographs) are left to Pillow."""
+    read_here = 0
+    for path in sorted(shared_data.rglob("*.png")):
+        got = png_labels(path)
+        with Image.open(path) as img:
+            want = np.asarray(img)
+        if got is None:
+            assert want.ndim == 3 or img.mode not in ("L", "P", "I;16"), path
+            continue
+        read_here += 1
+        assert got.dtype == want.dtype, path
+        np.testing.assert_array_equal(got, want, err_msg=str(path))
+    assert read_here >= 12
