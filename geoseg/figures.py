@@ -40,12 +40,12 @@ def confusion_svg(names: list[str], cm) -> str:
     cm = np.asarray(cm, dtype=float)
     k = len(names)
     shares = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
-    cell = 64 if k <= 6 else 48
-    size = 11 if k <= 6 else 9
+    cell = 96 if k <= 3 else 64 if k <= 6 else 48
+    size = 13 if k <= 3 else 11 if k <= 6 else 9
     left = 30 + max((_text_width(n, 12) for n in names), default=0)
     top = 10
     bottom = 30 + max((_text_width(n, 12) for n in names), default=0) * 0.71  # labels turned 45 degrees
-    width, height = left + k * cell + 110, top + k * cell + bottom
+    width, height = left + k * cell + 140, top + k * cell + bottom
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" height="{height:.0f}" '
              f'viewBox="0 0 {width:.0f} {height:.0f}" {FONT}>', f'<rect width="{width:.0f}" height="{height:.0f}" '
              'fill="white"/>']
@@ -76,8 +76,14 @@ def confusion_svg(names: list[str], cm) -> str:
                      f'fill="{ramp((s + 0.5) / 20)}"/>')
     for v in (0, 0.5, 1):
         parts.append(f'<text x="{kx + 20}" y="{ky + kh * (1 - v) + 4:.1f}" font-size="11">{v:g}</text>')
-    parts.append(f'<text transform="translate({kx + 58},{ky + kh / 2:.0f}) rotate(90)" font-size="11" '
-                 "text-anchor=\"middle\">share of the reference class's pixels</text>")
+    caption = ("share of the", "reference", "class's pixels")
+    if kh >= 240:  # along the key
+        parts.append(f'<text transform="translate({kx + 58},{ky + kh / 2:.0f}) rotate(90)" font-size="11" '
+                     f'text-anchor="middle">{escape(" ".join(caption))}</text>')
+    else:  # a short key: the caption beside it, in three lines
+        parts.append(f'<text x="{kx + 44}" y="{ky + kh / 2 - 14:.0f}" font-size="11">' + "".join(
+            f'<tspan x="{kx + 44}" dy="{0 if i == 0 else 14}">{escape(line)}</tspan>'
+            for i, line in enumerate(caption)) + "</text>")
     parts.append(f'<text transform="translate(12,{top + kh / 2:.0f}) rotate(-90)" font-size="13" '
                  'text-anchor="middle">reference</text>')
     parts.append("</svg>")
