@@ -11,7 +11,7 @@ images) do not wait on one counter.
 import numpy as np
 
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint64_t
-from libc.string cimport memcpy, memset
+from libc.string cimport memcpy
 from libc.stdlib cimport abs as iabs
 
 ctypedef fused label_t:
@@ -54,39 +54,26 @@ cdef inline uint64_t _pairs(int u0, int u1) noexcept nogil:
 # for Paeth also a flat prior row), where every byte repeats the pixel to its left.
 
 cdef inline void _sub_row(uint8_t* dst, const uint8_t* cur, Py_ssize_t n, int bpp) noexcept nogil:
-    cdef Py_ssize_t x = 0, j, ch
+    cdef Py_ssize_t x = 0, j, end, ch
     cdef uint8_t a0 = 0, a1 = 0
     cdef uint64_t w
-    if bpp == 1:
-        while x + 8 <= n:
-            if _load8(cur + x) == 0:
-                memset(dst + x, a0, 8)
-            else:
-                for j in range(x, x + 8):
+    if bpp <= 2:
+        while x < n:
+            end = x + 8 if x + 8 <= n else n
+            if end == x + 8 and _load8(cur + x) == 0:  # flat: repeat the left pixel
+                w = _pairs(a0, a0) if bpp == 1 else _pairs(a0, a1)
+                memcpy(dst + x, &w, 8)
+            elif bpp == 1:
+                for j in range(x, end):
                     a0 = a0 + cur[j]
                     dst[j] = a0
-            x += 8
-        for j in range(x, n):
-            a0 = a0 + cur[j]
-            dst[j] = a0
-        return
-    if bpp == 2:
-        while x + 8 <= n:
-            if _load8(cur + x) == 0:
-                w = _pairs(a0, a1)
-                memcpy(dst + x, &w, 8)
             else:
-                for j in range(x, x + 8, 2):
+                for j in range(x, end - 1, 2):
                     a0 = a0 + cur[j]
                     a1 = a1 + cur[j + 1]
                     dst[j] = a0
                     dst[j + 1] = a1
-            x += 8
-        for j in range(x, n - 1, 2):
-            a0 = a0 + cur[j]
-            a1 = a1 + cur[j + 1]
-            dst[j] = a0
-            dst[j + 1] = a1
+            x = end
         return
     for ch in range(bpp):
         a0 = 0
@@ -99,33 +86,26 @@ cdef inline void _sub_row(uint8_t* dst, const uint8_t* cur, Py_ssize_t n, int bp
 
 cdef inline void _paeth_row(uint8_t* dst, const uint8_t* cur, const uint8_t* prev, Py_ssize_t n,
                             int bpp) noexcept nogil:
-    cdef Py_ssize_t x = 0, j, ch
+    cdef Py_ssize_t x = 0, j, end, ch
     cdef int a0 = 0, c0 = 0, a1 = 0, c1 = 0, b0, b1
     cdef uint64_t w
-    if bpp == 1:
-        while x + 8 <= n:
-            if _load8(cur + x) == 0 and _load8(prev + x) == <uint64_t>c0 * 0x0101010101010101ULL:
-                memset(dst + x, a0, 8)  # b == c everywhere: Paeth predicts the left byte
-            else:
-                for j in range(x, x + 8):
+    if bpp <= 2:
+        while x < n:
+            end = x + 8 if x + 8 <= n else n
+            if bpp == 1:
+                c1 = c0  # one channel: both halves of each pair are the same byte
+            if end == x + 8 and _load8(cur + x) == 0 and _load8(prev + x) == _pairs(c0, c1):
+                # a flat prior row (b == c everywhere): Paeth predicts the left pixel
+                w = _pairs(a0, a0) if bpp == 1 else _pairs(a0, a1)
+                memcpy(dst + x, &w, 8)
+            elif bpp == 1:
+                for j in range(x, end):
                     b0 = prev[j]
                     a0 = (cur[j] + _paeth(a0, b0, c0)) & 0xFF
                     dst[j] = <uint8_t>a0
                     c0 = b0
-            x += 8
-        for j in range(x, n):
-            b0 = prev[j]
-            a0 = (cur[j] + _paeth(a0, b0, c0)) & 0xFF
-            dst[j] = <uint8_t>a0
-            c0 = b0
-        return
-    if bpp == 2:
-        while x + 8 <= n:
-            if _load8(cur + x) == 0 and _load8(prev + x) == _pairs(c0, c1):
-                w = _pairs(a0, a1)
-                memcpy(dst + x, &w, 8)
             else:
-                for j in range(x, x + 8, 2):
+                for j in range(x, end - 1, 2):
                     b0 = prev[j]
                     b1 = prev[j + 1]
                     a0 = (cur[j] + _paeth(a0, b0, c0)) & 0xFF
@@ -134,16 +114,7 @@ cdef inline void _paeth_row(uint8_t* dst, const uint8_t* cur, const uint8_t* pre
                     dst[j + 1] = <uint8_t>a1
                     c0 = b0
                     c1 = b1
-            x += 8
-        for j in range(x, n - 1, 2):
-            b0 = prev[j]
-            b1 = prev[j + 1]
-            a0 = (cur[j] + _paeth(a0, b0, c0)) & 0xFF
-            a1 = (cur[j + 1] + _paeth(a1, b1, c1)) & 0xFF
-            dst[j] = <uint8_t>a0
-            dst[j + 1] = <uint8_t>a1
-            c0 = b0
-            c1 = b1
+            x = end
         return
     for ch in range(bpp):
         a0 = 0
@@ -224,14 +195,14 @@ cdef inline void _swap_pairs(uint8_t* row, Py_ssize_t n) noexcept nogil:
         row[x + 1] = t
 
 
-cdef inline bint _same8_u8(const uint8_t* p) noexcept nogil:
+cdef inline bint _same8(const label_t* p) noexcept nogil:
     """Whether the 8 values from ``p`` on are all equal."""
-    return _load8(p) == <uint64_t>p[0] * 0x0101010101010101ULL
-
-
-cdef inline bint _same8_u16(const uint16_t* p) noexcept nogil:
-    cdef uint64_t b = <uint64_t>p[0] * 0x0001000100010001ULL
-    return _load8(p) == b and _load8(p + 4) == b
+    cdef uint64_t b
+    if label_t is uint8_t:
+        return _load8(p) == <uint64_t>p[0] * 0x0101010101010101ULL
+    else:
+        b = <uint64_t>p[0] * 0x0001000100010001ULL
+        return _load8(p) == b and _load8(p + 4) == b
 
 
 # Label images are mostly runs of one value, so both counters first test whether a block of 8 pixels
@@ -253,19 +224,9 @@ def coded_histogram(const label_t[::1] ref, const label2_t[::1] pred, const uint
     parts = np.zeros((4, bins), dtype=np.int64)  # interleaved counters: a run does not wait on one
     cdef int64_t[:, ::1] h = parts
     cdef Py_ssize_t stride = k + 1
-    cdef bint same
     with nogil:
         while i + 8 <= n:
-            if label_t is uint8_t:
-                same = _same8_u8(&ref[i])
-            else:
-                same = _same8_u16(&ref[i])
-            if same:
-                if label2_t is uint8_t:
-                    same = _same8_u8(&pred[i])
-                else:
-                    same = _same8_u16(&pred[i])
-            if same:
+            if _same8(&ref[i]) and _same8(&pred[i]):
                 h[(i >> 3) & 3, rows[ref[i]] * stride + cols[pred[i]]] += 8
             else:
                 for j in range(i, i + 8):
@@ -297,19 +258,11 @@ def instance_counts(const label_t[::1] inst, const label2_t[::1] pred, const uin
     with nogil:
         while i + 8 <= n:
             v = inst[i]
-            if label_t is uint8_t:
-                same = _same8_u8(&inst[i])
-            else:
-                same = _same8_u16(&inst[i])
+            same = _same8(&inst[i])
             if same and v <= min_id:  # no instance in the block
                 i += 8
                 continue
-            if same:
-                if label2_t is uint8_t:
-                    same = _same8_u8(&pred[i])
-                else:
-                    same = _same8_u16(&pred[i])
-            if same:
+            if same and _same8(&pred[i]):
                 lab = v // 1000
                 p = pred[i]
                 s[v] += 8
