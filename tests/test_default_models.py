@@ -87,6 +87,23 @@ def test_buildings_rgb_on_the_15_rio_chips(shared_data, tmp_path):
     assert iou == pytest.approx(want_iou, abs=0.01) and f1 == pytest.approx(want_f1, abs=0.01)
 
 
+def test_buildings_rgb_on_its_own_training_blocks(shared_data, tmp_path):
+    """How far the Rio labels can be fitted at all: the README's figure for the pixels the model trained on."""
+    scene = shared_data / "spacenet-utilities" / "AOI_0_TEST_3band_Small_mask.tif"
+    (out,) = predict("buildings-rgb", [str(scene)], tmp_path / "pred", PredictOptions(progress=False))
+    rep = evaluate(out.classes, scene.with_name("AOI_0_TEST_BuildingLabels.geojson"), tmp_path / "audit",
+                   EvaluateOptions(reference_class="building", progress=False, audit=False,
+                                   aoi=str(ROOT / "configs/train/rio_training_blocks.geojson")))
+    with rasterio.open(scene) as s:
+        held_out = 3 * 700 * 700 + 700 * (s.width - 4 * 700)  # blocks [1,1], [2,1], [3,0] and the narrow [0,4]
+        assert s.width * s.height - held_out == sum(map(sum, rep["confusion_px"]))
+    m = re.search(r"on its own training blocks[^*]*\*\*([0-9.]+)\*\* \(object F1 ([0-9.]+)[;)]",
+                  (ROOT / "README.md").read_text())
+    assert m, "README.md states no training-block figure for buildings-rgb"
+    iou, f1 = scores(rep)
+    assert iou == pytest.approx(float(m.group(1)), abs=0.01) and f1 == pytest.approx(float(m.group(2)), abs=0.01)
+
+
 def test_atlanta_buildings_on_its_held_out_third(tmp_path):
     (out,) = predict("atlanta-buildings", [str(geoseg.data.ATLANTA_IMAGE)], tmp_path / "pred",
                      PredictOptions(progress=False))

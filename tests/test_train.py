@@ -214,6 +214,31 @@ def test_streamed_statistics_equal_whole_array(tmp_path):
     assert std[0] == pytest.approx(a[keep].std(), rel=1e-9)
 
 
+def test_lovasz_term_is_one_minus_the_mean_iou_of_hard_predictions():
+    """On saturated logits the Lovász-softmax term equals 1 - the mean IoU of the classes present in the
+    reference (nodata pixels ignored), computed here from the confusion matrix; the terms add."""
+    import torch.nn.functional as F
+
+    from geoseg.classes import NODATA
+    from geoseg.metrics import class_scores, confusion
+    from geoseg.train.loop import _loss
+
+    rng = np.random.default_rng(5)
+    target = rng.integers(0, 3, (2, 24, 24))
+    target[:, :, :4] = 1
+    pred = np.where(rng.random(target.shape) < 0.3, rng.integers(0, 3, target.shape), target)
+    target[0, :3] = NODATA  # ignored, whatever is predicted there
+    pred[0, :3] = 2
+    logits = torch.from_numpy(np.moveaxis(np.eye(3)[pred], -1, 1) * 200.0).float()
+    t = torch.from_numpy(target)
+    cm = confusion(target.ravel(), pred.ravel(), 3, valid=target.ravel() != NODATA)
+    iou = class_scores(cm)["iou"]
+    assert _loss(logits, t, "lovasz", 3).item() == pytest.approx(1 - iou.mean(), abs=1e-6)
+    assert 0.2 < 1 - iou.mean() < 0.5
+    both = _loss(logits, t, "ce+lovasz", 3).item()
+    assert both == pytest.approx(F.cross_entropy(logits, t, ignore_index=NODATA).item() + 1 - iou.mean(), abs=1e-5)
+
+
 def test_bad_configs(tmp_path):
     scene_with_buildings(tmp_path)
 
@@ -223,6 +248,9 @@ def test_bad_configs(tmp_path):
 
     assert_one_line_error(run(train={"epocs": 3}), "unknown key train.epocs")
     assert_one_line_error(run(augment={"rotate": 200}), "augment.rotate in [0, 180], got 0.0 and 200.0")
+    assert_one_line_error(run(train={"loss": "ce+focal"}), "train.loss must be one or more of ce, dice and lovasz",
+                          "got 'ce+focal'")
+    assert_one_line_error(run(train={"loss": "ce+ce"}), "got 'ce+ce'")
     (tmp_path / "afile").write_text("")
     r = CliRunner().invoke(cli, ["train", write_config(tmp_path), "-o", str(tmp_path / "afile" / "m"), "--no-progress"])
     assert_one_line_error(r, "afile/m: output directory is not writable")

@@ -106,7 +106,7 @@ class AugmentConfig:
 
 @dataclass(frozen=True)
 class OptimConfig:
-    loss: str = "ce+dice"  # ce, dice, ce+dice
+    loss: str = "ce+dice"  # terms joined by +: ce, dice, lovasz
     optimizer: str = "adamw"  # adamw, sgd
     lr: float = 1e-3
     weight_decay: float = 1e-4
@@ -301,8 +301,10 @@ def parse_config(raw: dict, path: Path) -> TrainConfig:
         train=_build(OptimConfig, raw.get("train") or {}, "train", src),
         source=src, raw=raw,
     )
-    if cfg.train.loss not in ("ce", "dice", "ce+dice"):
-        raise GeosegError(f"train.loss must be ce, dice or ce+dice, got {cfg.train.loss!r}", src)
+    terms = cfg.train.loss.split("+")
+    if not terms or len(set(terms)) != len(terms) or not set(terms) <= {"ce", "dice", "lovasz"}:
+        raise GeosegError(f"train.loss must be one or more of ce, dice and lovasz joined by + (ce+dice, "
+                          f"ce+lovasz), got {cfg.train.loss!r}", src)
     if cfg.train.optimizer not in ("adamw", "sgd"):
         raise GeosegError(f"train.optimizer must be adamw or sgd, got {cfg.train.optimizer!r}", src)
     if not (0 <= cfg.augment.scale < 4 and 0 <= cfg.augment.rotate <= 180):

@@ -41,16 +41,25 @@ CHECKPOINT = "checkpoint"
 
 
 def _loss(logits: torch.Tensor, target: torch.Tensor, kind: str, k: int) -> torch.Tensor:
+    """The sum of the terms named in ``kind`` (``ce+dice``, ``ce+lovasz``, ...), nodata pixels ignored.
+
+    ``lovasz`` is the Lovász-softmax surrogate of the per-class IoU (Berman et al. 2018), as
+    segmentation_models_pytorch implements it, over the whole batch."""
+    terms = kind.split("+")
     total = logits.new_zeros(())
-    if "ce" in kind.split("+"):
+    if "ce" in terms:
         total = total + F.cross_entropy(logits, target, ignore_index=NODATA)
-    if "dice" in kind.split("+"):
+    if "dice" in terms:
         valid = (target != NODATA).unsqueeze(1)
         p = torch.softmax(logits, 1) * valid
         t = F.one_hot(target.clamp(0, k - 1), k).permute(0, 3, 1, 2).float() * valid
         inter = (p * t).sum((0, 2, 3))
         dice = (2 * inter + 1.0) / (p.sum((0, 2, 3)) + t.sum((0, 2, 3)) + 1.0)
         total = total + (1 - dice.mean())
+    if "lovasz" in terms:
+        from segmentation_models_pytorch.losses import LovaszLoss
+
+        total = total + LovaszLoss("multiclass", ignore_index=NODATA)(logits, target)
     return total
 
 
