@@ -351,3 +351,25 @@ def test_init_from_a_bundle_copies_its_weights_and_sums_the_stem(tmp_path):
     bad = load_config(write_config(tmp_path, model={"init_from": str(src), "encoder": "resnet34"}))
     with pytest.raises(GeosegError, match="init_from is a unet/resnet18 bundle"):
         _init_from_bundle(create_model("unet", "resnet34", 1, 2, params), bad)
+
+
+def test_freeze_encoder_trains_only_the_decoder_and_keeps_batchnorm_statistics(tmp_path):
+    """A frozen encoder leaves training exactly as loaded (weights and BatchNorm running statistics),
+    while the decoder and head learn; without pretrained weights to keep, the option is refused."""
+    from geoseg.bundle import load_bundle
+
+    scene_with_buildings(tmp_path)
+    first = train(write_config(tmp_path, train={"epochs": 1}), tmp_path / "first", progress=False)
+    cfg = write_config(tmp_path, model={"init_from": str(first), "freeze_encoder": True},
+                       validation={"block_size": 64, "holdout": [[1, 1]]}, train={"epochs": 2, "lr": 0.01})
+    tuned = train(cfg, tmp_path / "tuned", progress=False)
+    before = load_bundle(first).model.state_dict()
+    after = load_file(str(tuned / "checkpoint" / "model.safetensors"))  # the last epoch, in float32
+    enc = [k for k in before if k.startswith("encoder.")]
+    assert any("running_mean" in k for k in enc) and len(enc) > 50
+    assert all(torch.equal(after[k], before[k]) for k in enc)
+    changed = [k for k in before if not k.startswith("encoder.") and before[k].is_floating_point()
+               and not torch.equal(after[k], before[k])]
+    assert any(k.startswith("decoder.") for k in changed) and any(k.startswith("segmentation_head.") for k in changed)
+    with pytest.raises(GeosegError, match="model.freeze_encoder needs model.encoder_weights or model.init_from"):
+        load_config(write_config(tmp_path, model={"freeze_encoder": True}))

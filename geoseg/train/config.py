@@ -81,6 +81,7 @@ class ModelConfig:
     encoder_weights: str | None = None  # a weights file, or an installed source (efficientnet-lite0-imagenet)
     encoder_weights_mapping: str | None = None  # timm, torchvision, efficientnet-pytorch (default: the source's)
     init_from: str | None = None  # start from a bundle's weights (path or packaged name; stem adapted to the bands)
+    freeze_encoder: bool = False  # train the decoder and head only; the encoder stays as loaded, BatchNorm included
     chip_size: int = 256
     arch_params: dict = field(default_factory=dict)
     tile_size: int = 512
@@ -310,6 +311,9 @@ def parse_config(raw: dict, path: Path) -> TrainConfig:
     if not (0 <= cfg.augment.scale < 4 and 0 <= cfg.augment.rotate <= 180):
         raise GeosegError(f"augment.scale must be in [0, 4) and augment.rotate in [0, 180], got "
                           f"{cfg.augment.scale} and {cfg.augment.rotate}", src)
+    if cfg.model.freeze_encoder and not (cfg.model.encoder_weights or cfg.model.init_from):
+        raise GeosegError("model.freeze_encoder needs model.encoder_weights or model.init_from: "
+                          "an encoder that is not loaded would stay random", src)
     if cfg.model.chip_size % 32:
         raise GeosegError(f"model.chip_size must be a multiple of 32, got {cfg.model.chip_size}", src)
     return cfg

@@ -91,7 +91,6 @@ def validate(model, sources, cfg: TrainConfig, mean, std, device) -> np.ndarray:
             logits = model(torch.from_numpy(np.ascontiguousarray(x))[None].to(device))
             pred = logits[0, :, :h, :w].argmax(0).cpu().numpy()
             cm += confusion(lab, pred, k, valid=lab != NODATA)
-    model.train()
     return cm
 
 
@@ -241,10 +240,13 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, progress: bool, stop_after
     if init and not provenance:  # the encoder's pretrained weights came through the bundle fine-tuned from
         provenance = init.pop("encoder_weights", None) or {}
     model.to(device)
+    if cfg.model.freeze_encoder:
+        model.encoder.requires_grad_(False)
+    params = [p for p in model.parameters() if p.requires_grad]
     if tc.optimizer == "adamw":
-        opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+        opt = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
     else:
-        opt = torch.optim.SGD(model.parameters(), lr=tc.lr, momentum=0.9, weight_decay=tc.weight_decay)
+        opt = torch.optim.SGD(params, lr=tc.lr, momentum=0.9, weight_decay=tc.weight_decay)
     sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, tc.epochs)) if tc.schedule == "cosine"
              else torch.optim.lr_scheduler.LambdaLR(opt, lambda e: 1.0))
     start, best = 0, -1.0
@@ -273,6 +275,8 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, progress: bool, stop_after
                                              # a forked worker can hang on the OpenMP pool torch already started
                                              multiprocessing_context="spawn" if tc.workers else None)
         model.train()
+        if cfg.model.freeze_encoder:  # its BatchNorm statistics stay as loaded too
+            model.encoder.eval()
         losses = []
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{tc.epochs}", disable=not progress, leave=False)
         for x, y in bar:
@@ -459,5 +463,4 @@ def _validate_chips(model, names, dataset: ChipFolder, device, k: int) -> np.nda
         x, h, w = _pad32(x)
         pred = model(torch.from_numpy(np.ascontiguousarray(x))[None].to(device))[0, :, :h, :w].argmax(0).cpu().numpy()
         cm += confusion(m, pred, k, valid=m != NODATA)
-    model.train()
     return cm
