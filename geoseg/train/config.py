@@ -303,7 +303,7 @@ def parse_config(raw: dict, path: Path) -> TrainConfig:
         source=src, raw=raw,
     )
     terms = cfg.train.loss.split("+")
-    if not terms or len(set(terms)) != len(terms) or not set(terms) <= {"ce", "dice", "lovasz"}:
+    if len(set(terms)) != len(terms) or not set(terms) <= {"ce", "dice", "lovasz"}:
         raise GeosegError(f"train.loss must be one or more of ce, dice and lovasz joined by + (ce+dice, "
                           f"ce+lovasz), got {cfg.train.loss!r}", src)
     if cfg.train.optimizer not in ("adamw", "sgd"):
