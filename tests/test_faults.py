@@ -295,6 +295,36 @@ def test_gdal_says_the_real_problem_in_one_line(linear_bundle, tmp_path):
     assert_one_line_error(r, "nocrs.tif", "has no CRS")  # and no NotGeoreferencedWarning lines before it
 
 
+@pytest.mark.parametrize("sig,code,line", [("SIGTERM", 143, "geoseg: terminated"),
+                                           ("SIGINT", 130, "geoseg: interrupted")])
+def test_an_interrupted_run_exits_even_if_a_thread_never_finishes(unet_bundle, slow_scene, tmp_path, sig, code,
+                                                                  line):
+    """A signal lands at an arbitrary point: a pool thread can be left inside a task or on a lock the
+    main thread held, and the interpreter's exit would wait for it forever. Once the work has unwound
+    and the line is said, geoseg leaves anyway. The stuck thread is made here on purpose."""
+    import signal
+    import subprocess
+    import sys
+
+    scene, _ = slow_scene
+    out = tmp_path / "out"
+    stuck = ("import sys, threading; threading.Thread(target=threading.Event().wait, name='stuck').start(); "
+             "sys.argv[0] = 'geoseg'; from geoseg.cli.main import main; main()")
+    with sigint_default():
+        proc = subprocess.Popen([sys.executable, "-c", stuck, "predict", str(unet_bundle), str(scene), "-o", str(out),
+                                 "--no-progress", "--chunk-size", "256", "--workers", "1"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for_temporaries(proc, out)
+        proc.send_signal(getattr(signal, sig))
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == code, err
+    assert err.strip() == line, err
+    assert not out.exists() or not list(out.iterdir())
+
+
 def test_ctrl_c_under_a_local_cluster_is_one_line(unet_bundle, slow_scene, tmp_path):
     """Ctrl-C reaches the whole process group: geoseg and its Dask worker processes."""
     import os

@@ -31,6 +31,7 @@ class GeosegGroup(click.Group):
                 traceback.print_exc()
             interrupted = isinstance(exc, KeyboardInterrupt)
             click.echo("geoseg: interrupted" if interrupted else "geoseg: terminated", err=True)
+            _UNWOUND.append(True)
             ctx.exit(130 if interrupted else 143)
 
 
@@ -94,6 +95,10 @@ def _register() -> None:
 _register()
 
 
+# Set once an interrupt has unwound the work: main() then exits at once (see there).
+_UNWOUND: list[bool] = []
+
+
 def _on_sigterm(signum, frame) -> None:
     raise Terminated()
 
@@ -113,4 +118,16 @@ def main() -> None:
     import signal
 
     signal.signal(signal.SIGTERM, _on_sigterm)  # unwind like Ctrl-C: clean up, one line, exit 143
-    cli(prog_name="geoseg")
+    try:
+        cli(prog_name="geoseg")
+    except SystemExit as exc:
+        if not _UNWOUND:
+            raise
+        # The interrupt arrived at an arbitrary point: a Dask pool thread may still be inside a task, or
+        # blocked on a lock the interrupted main thread held. The work has unwound, its temporaries are
+        # gone and the line is said, so leave without the interpreter's exit-time joins of those threads.
+        import os
+
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(exc.code)
