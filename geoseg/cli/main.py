@@ -31,7 +31,8 @@ class GeosegGroup(click.Group):
                 traceback.print_exc()
             interrupted = isinstance(exc, KeyboardInterrupt)
             click.echo("geoseg: interrupted" if interrupted else "geoseg: terminated", err=True)
-            _UNWOUND.append(True)
+            global _unwound
+            _unwound = True
             ctx.exit(130 if interrupted else 143)
 
 
@@ -96,7 +97,7 @@ _register()
 
 
 # Set once an interrupt has unwound the work: main() then exits at once (see there).
-_UNWOUND: list[bool] = []
+_unwound = False
 
 
 def _on_sigterm(signum, frame) -> None:
@@ -121,7 +122,7 @@ def main() -> None:
     try:
         cli(prog_name="geoseg")
     except SystemExit as exc:
-        if not _UNWOUND:
+        if not _unwound:
             raise
         # The interrupt arrived at an arbitrary point: a Dask pool thread may still be inside a task, or
         # blocked on a lock the interrupted main thread held. The work has unwound, its temporaries are
