@@ -4,7 +4,7 @@ PIP ?= $(PYTHON) -m pip
 PIP_FLAGS ?= --disable-pip-version-check --quiet
 # What an install depends on: the project metadata and the compiled kernels' sources. Python files
 # need no reinstall (the install is editable), so a second `make demo` skips the Cython build.
-INSTALL_INPUTS := pyproject.toml setup.py $(wildcard geoseg/*.pyx geoseg/*.h)
+INSTALL_INPUTS := pyproject.toml setup.py $(wildcard geoseg/*/*.pyx geoseg/*/*.h)
 STAMP := build/.installed
 
 .PHONY: install test demo lint bench clean reference-env
@@ -12,7 +12,7 @@ STAMP := build/.installed
 install:
 	@if [ -f $(STAMP) ] && [ -z "$$(find $(INSTALL_INPUTS) -newer $(STAMP) 2>/dev/null)" ] \
 	   && [ "$$(cat $(STAMP))" = "$$(command -v $(PYTHON))" ] \
-	   && $(PYTHON) -c "import geoseg._blend_ext, geoseg._trace_ext, geoseg._labels_ext" 2>/dev/null; then \
+	   && (cd / && $(PYTHON) -c "import geoseg.inference._blend_ext, geoseg.vector._trace_ext, geoseg.evaluation._counts_ext, geoseg.benchmarks._png_ext") 2>/dev/null; then \
 	  echo "geoseg is installed and up to date (make clean to reinstall)"; \
 	else \
 	  $(PIP) install $(PIP_FLAGS) -e ".[test]" && mkdir -p build && command -v $(PYTHON) > $(STAMP); \

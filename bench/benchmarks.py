@@ -169,9 +169,9 @@ def child(kind: str, data: str) -> None:
     from geoseg import benchmarks
 
     if kind.startswith("geoseg"):  # what evaluate imports lazily: imports stay outside the clock on both sides
-        import geoseg.figures  # noqa: F401
-        import geoseg.output  # noqa: F401
-        import geoseg.report  # noqa: F401
+        import geoseg.evaluation.figures  # noqa: F401
+        import geoseg.evaluation.report  # noqa: F401
+        import geoseg.io.output  # noqa: F401
     t0 = time.perf_counter()
     if kind == "geoseg-cityscapes":
         r = benchmarks.evaluate("cityscapes", Path(data) / "preds", OUT / "report-cs", root=data, overwrite=True)

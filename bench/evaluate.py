@@ -54,7 +54,7 @@ def make_pair(size: int) -> tuple[Path, Path]:
 def run_geoseg(pred: str, ref: str, audit: bool) -> list:
 
     from geoseg.classes import ClassList
-    from geoseg.evaluate import EvaluateOptions, evaluate
+    from geoseg.evaluation.evaluate import EvaluateOptions, evaluate
 
     classes = OUT / "eval_classes.yaml"
     if not classes.exists():
@@ -96,7 +96,7 @@ def child(kind: str, pred: str, ref: str) -> None:
     if kind == "torchmetrics":
         import torchmetrics  # noqa: F401
     elif kind.startswith("geoseg"):
-        import geoseg.evaluate  # noqa: F401
+        import geoseg.evaluation.evaluate  # noqa: F401
     else:
         import rasterio  # noqa: F401
 

@@ -66,7 +66,7 @@ def make_scene(size: int, seed: int = 0) -> Path:
 
 
 def make_bundles() -> dict[str, Path]:
-    from geoseg.bundle import init_bundle
+    from geoseg.models.bundle import init_bundle
 
     b = {"oracle": OUT / "oracle-bundle", "maskrcnn": OUT / "maskrcnn-bundle"}
     if not b["oracle"].exists():
@@ -79,7 +79,7 @@ def make_bundles() -> dict[str, Path]:
 
 
 def run_geoseg(bundle: str, scene: str, workers: int):
-    from geoseg.predict import PredictOptions, predict
+    from geoseg.prediction import PredictOptions, predict
 
     out = OUT / f"geoseg-{Path(scene).stem}"
     return predict(bundle, [scene], out, PredictOptions(progress=False, overwrite=True, workers=workers))[0]
@@ -108,8 +108,8 @@ def crops_baseline(bundle: str, scene: str) -> list[tuple[int, int, np.ndarray]]
     """SAHI-style: slices, full-image-size masks, greedy box-IoU merging."""
     import rasterio
 
+    from geoseg.inference.tiling import TileGrid
     from geoseg.instances.predictor import get_instance_predictor
-    from geoseg.tiling import TileGrid
 
     pred = get_instance_predictor(bundle, "cpu")
     with rasterio.open(scene) as src:
@@ -176,7 +176,7 @@ def quality(crops, scene: str) -> dict:
 
 def child(kind: str, bundle: str, scene: str, check: bool, workers: int) -> None:
     import geoseg.instances.predictor  # noqa: F401  (imports are not timed)
-    import geoseg.predict  # noqa: F401
+    import geoseg.prediction  # noqa: F401
 
     t0 = time.perf_counter()
     result = run_geoseg(bundle, scene, workers) if kind == "geoseg" else crops_baseline(bundle, scene)

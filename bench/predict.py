@@ -31,7 +31,7 @@ sys.path.insert(0, str(HERE))
 
 
 def make_bundles(encoder: str) -> dict[str, Path]:
-    from geoseg.bundle import init_bundle
+    from geoseg.models.bundle import init_bundle
 
     bundles = {"unet": OUT / f"unet-{encoder}", "null": OUT / "null"}
     if not bundles["unet"].exists():
@@ -47,8 +47,8 @@ def run_geoseg(bundle: str, scene: str, out: str, engine: str = "torch", precisi
     """geoseg end to end; also the seconds the worker threads spent in the model (its share of the run)."""
     import threading
 
-    from geoseg.inference import Predictor
-    from geoseg.predict import PredictOptions, predict
+    from geoseg.inference.predictor import Predictor
+    from geoseg.prediction import PredictOptions, predict
 
     spent, lock = [0.0], threading.Lock()
     real = Predictor.class_logits
@@ -64,7 +64,7 @@ def run_geoseg(bundle: str, scene: str, out: str, engine: str = "torch", precisi
     Predictor.class_logits = timed
     opts = PredictOptions(progress=False, overwrite=True, engine=engine, precision=precision)
     predict(bundle, [scene], out, opts)
-    from geoseg.scheduler import default_workers
+    from geoseg.inference.scheduler import default_workers
 
     return {"model_seconds": spent[0], "workers": opts.workers or default_workers()}
 
@@ -74,7 +74,7 @@ def run_baseline(bundle: str, scene: str, out: str) -> None:
     import rasterio
     import torch
 
-    from geoseg.bundle import load_bundle
+    from geoseg.models.bundle import load_bundle
 
     b = load_bundle(bundle)
     model, meta, t = b.model.eval(), b.meta, b.meta.tile_size
@@ -101,24 +101,24 @@ def run_baseline(bundle: str, scene: str, out: str) -> None:
 def child(args) -> None:
     import torch  # noqa: F401  imports are not timed, for either side
 
-    import geoseg.predict  # noqa: F401
+    import geoseg.prediction  # noqa: F401
 
     if args.child == "geoseg":
         import dask.delayed  # noqa: F401  what geoseg imports lazily, on its first run
         import dask.threaded  # noqa: F401
 
         import geoseg.engines.runtime  # noqa: F401
-        import geoseg.inference
+        import geoseg.inference.predictor
 
         engine, precision = (args.engine or "torch:fp32").split(":")
         if engine != "torch":  # convert before the clock starts: the cache is warm
-            from geoseg.bundle import read_meta
+            from geoseg.models.bundle import read_meta
 
-            geoseg.inference.get_predictor(args.bundle, "auto", engine, precision,
+            geoseg.inference.predictor.get_predictor(args.bundle, "auto", engine, precision,
                                            read_meta(args.bundle).tile_size, 2, 1)
             # only the conversion (on disk) is kept: the predictor is made in the timed run, as the
             # baseline loads its model in its own
-            geoseg.inference._CACHE.clear()
+            geoseg.inference.predictor._CACHE.clear()
     t0 = time.perf_counter()
     extra = run_geoseg(args.bundle, args.scene, args.out, engine, precision) if args.child == "geoseg" \
         else run_baseline(args.bundle, args.scene, args.out) or {}
@@ -259,10 +259,10 @@ def ceiling(args) -> None:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from geoseg.bundle import load_bundle
     from geoseg.engines import installed
     from geoseg.engines.cpu import describe
-    from geoseg.inference import Predictor
+    from geoseg.inference.predictor import Predictor
+    from geoseg.models.bundle import load_bundle
 
     OUT.mkdir(exist_ok=True)
     bundle = make_bundles(args.encoder)["unet"]

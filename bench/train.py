@@ -66,7 +66,7 @@ def make_data(size: int, zoom_turn: bool = False):
 def steps(model, opt, batches, n: int) -> float:
     import torch
 
-    from geoseg.train.loop import _loss
+    from geoseg.training.loop import _loss
 
     t0 = time.perf_counter()
     it = iter(batches)
@@ -95,8 +95,8 @@ def main() -> None:
     import torch
 
     from geoseg.models import create_model
-    from geoseg.train import load_config
-    from geoseg.train.data import SceneChips, band_statistics, open_scene
+    from geoseg.training import load_config
+    from geoseg.training.data import SceneChips, band_statistics, open_scene
 
     cfg = load_config(make_data(args.size, args.zoom_turn))
     src = open_scene(cfg.scenes[0], cfg)

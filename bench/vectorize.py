@@ -31,7 +31,7 @@ sys.path.insert(0, str(HERE))
 def run_geoseg(raster: str, out: str) -> int:
     import pyogrio
 
-    from geoseg.vectorize import VectorizeOptions, vectorize
+    from geoseg.vector.vectorize import VectorizeOptions, vectorize
 
     vectorize(raster, out, VectorizeOptions(progress=False, overwrite=True))
     return sum(pyogrio.read_info(out, layer=n)["features"] for n, _ in pyogrio.list_layers(out) if n != "layer_styles")
@@ -66,7 +66,7 @@ def run_gdal(raster: str, out: str) -> int:
 def child(kind: str, raster: str, out: str) -> None:
     import geopandas  # noqa: F401  imports are not timed
 
-    import geoseg.vectorize  # noqa: F401
+    import geoseg.vector.vectorize  # noqa: F401
 
     fn = {"geoseg": run_geoseg, "baseline": run_baseline}[kind]
     t0 = time.perf_counter()

@@ -35,7 +35,7 @@ ENV = dict(os.environ, PYTHONWARNINGS="ignore")
 
 
 def bundle(kind: str) -> Path:
-    from geoseg.bundle import init_bundle
+    from geoseg.models.bundle import init_bundle
 
     path = OUT / kind
     if not path.exists():
@@ -52,10 +52,10 @@ def direct_loop(args) -> None:
     """The baseline: the same steps, called one scene at a time, on a local cluster like geoseg run's."""
     from distributed import Client, LocalCluster
 
-    from geoseg.inputs import resolve_inputs
-    from geoseg.predict import PredictOptions, predict
-    from geoseg.scheduler import silence_dask
-    from geoseg.vectorize import VectorizeOptions, vectorize
+    from geoseg.inference.scheduler import silence_dask
+    from geoseg.io.inputs import resolve_inputs
+    from geoseg.prediction import PredictOptions, predict
+    from geoseg.vector.vectorize import VectorizeOptions, vectorize
 
     silence_dask()
     t0 = time.perf_counter()
@@ -116,8 +116,8 @@ def resume(size: int, repeats: int, workers: int, kind: str, chunk: int) -> tupl
     scenes.mkdir(parents=True, exist_ok=True)
     write_scene(scenes / "large.tif", size, seed=11)
     model = bundle(kind)
-    from geoseg.bundle import read_meta
-    from geoseg.tiling import TileGrid
+    from geoseg.inference.tiling import TileGrid
+    from geoseg.models.bundle import read_meta
 
     meta = read_meta(model)  # chunks are whole tiles of the scene's grid
     total = sum(map(len, TileGrid(size, size, meta.tile_size, meta.overlap).blocks(chunk)))

@@ -11,9 +11,9 @@ import rasterio
 import torch
 from rasterio.transform import from_origin
 
-from geoseg.bundle import BundleMeta, save_bundle
 from geoseg.classes import ClassList
 from geoseg.models import create_model
+from geoseg.models.bundle import BundleMeta, save_bundle
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("GEOSEG_SHARED_DATA", ROOT.parent / "shared" / "data"))

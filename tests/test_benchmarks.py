@@ -463,7 +463,7 @@ def test_train_on_a_benchmark_then_predict_and_score_it(shared_data, tmp_path):
     ``benchmark predict voc`` and ``benchmark evaluate voc`` end to end."""
     import yaml
 
-    from geoseg.train import load_config
+    from geoseg.training import load_config
 
     root = shared_data / "labelme" / "semantic_segmentation" / "data_dataset_voc"
     cfg = tmp_path / "voc.yaml"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from geoseg._blend_ext import argmax_votes, fold_tile, normalize
+from geoseg.inference._blend_ext import argmax_votes, fold_tile, normalize
 
-from geoseg.blending import scaled_tile_weights
+from geoseg.inference.blending import scaled_tile_weights
 
 
 @pytest.mark.parametrize("dtype", ["u1", "i1", "u2", "i2", "u4", "i4", "i8", "f4", "f8"])

@@ -5,8 +5,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from geoseg.bundle import init_bundle, load_bundle, read_meta
 from geoseg.errors import GeosegError
+from geoseg.models.bundle import init_bundle, load_bundle, read_meta
 
 
 @pytest.fixture()

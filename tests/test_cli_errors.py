@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from geoseg.cli.main import cli
-from geoseg.output import output_dir
+from geoseg.io.output import output_dir
 from tests.conftest import assert_one_line_error, structured_scene, write_scene
 
 

@@ -57,8 +57,9 @@ def test_make_install_is_skipped_when_nothing_changed(tmp_path):
     (copy / "geoseg").mkdir(parents=True)
     for name in ("Makefile", "pyproject.toml", "setup.py"):
         shutil.copy(ROOT / name, copy / name)
-    for p in (ROOT / "geoseg").glob("*.pyx"):
-        shutil.copy(p, copy / "geoseg" / p.name)
+    for p in (ROOT / "geoseg").glob("*/*.pyx"):  # each kernel beside its caller
+        (copy / "geoseg" / p.parent.name).mkdir(exist_ok=True)
+        shutil.copy(p, copy / "geoseg" / p.parent.name / p.name)
     (copy / "build").mkdir()
     stamp = copy / "build" / ".installed"
     stamp.write_text(shutil.which(sys.executable) or sys.executable)
@@ -67,7 +68,7 @@ def test_make_install_is_skipped_when_nothing_changed(tmp_path):
     make = ["make", "-s", "-C", str(copy), "install", "PIP=false", f"PYTHON={sys.executable}"]
     r = subprocess.run(make, capture_output=True, text=True)
     assert r.returncode == 0 and "up to date" in r.stdout, r.stdout + r.stderr
-    pyx = next((copy / "geoseg").glob("*.pyx"))
+    pyx = next((copy / "geoseg").glob("*/*.pyx"))
     os.utime(pyx, (os.path.getmtime(stamp) + 10,) * 2)
     r = subprocess.run(make, capture_output=True, text=True)
     assert r.returncode != 0  # a changed kernel source is rebuilt (here: the stand-in pip fails)

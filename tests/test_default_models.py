@@ -14,9 +14,9 @@ import pytest
 import rasterio
 
 import geoseg.data
-from geoseg.bundle import load_bundle
-from geoseg.evaluate import EvaluateOptions, evaluate
-from geoseg.predict import PredictOptions, predict
+from geoseg.evaluation.evaluate import EvaluateOptions, evaluate
+from geoseg.models.bundle import load_bundle
+from geoseg.prediction import PredictOptions, predict
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = str(ROOT / "configs" / "classes" / "buildings.yaml")

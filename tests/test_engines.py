@@ -11,12 +11,12 @@ import pytest
 import rasterio
 import torch
 
-from geoseg.bundle import init_bundle, load_bundle
 from geoseg.engines import installed, resolve
 from geoseg.engines.cpu import native_bf16
 from geoseg.errors import GeosegError
-from geoseg.inference import Predictor
-from geoseg.predict import PredictOptions, predict
+from geoseg.inference.predictor import Predictor
+from geoseg.models.bundle import init_bundle, load_bundle
+from geoseg.prediction import PredictOptions, predict
 from tests.conftest import structured_scene, write_scene
 
 ENGINES = [e for e in ("openvino", "onnxruntime") if installed(e)]
@@ -91,7 +91,7 @@ def test_engine_output_identical_for_chunks_and_workers(bundles, engine, tmp_pat
 
 @pytest.mark.skipif(not ENGINES, reason="neither openvino nor onnxruntime is installed")
 def test_conversion_is_cached_and_new_weights_invalidate_it(bundles, tmp_path, monkeypatch):
-    import geoseg.inference
+    import geoseg.inference.predictor
     from geoseg.engines import cache
 
     engine = ENGINES[0]
@@ -102,7 +102,7 @@ def test_conversion_is_cached_and_new_weights_invalidate_it(bundles, tmp_path, m
     assert path.exists() and str(path).startswith(os.environ["GEOSEG_CACHE_DIR"])
     stamp = path.stat().st_mtime_ns
     with monkeypatch.context() as m:  # a second run reads it, and needs no torch model for it
-        m.setattr(geoseg.inference, "load_bundle", lambda *a: pytest.fail("the torch model was built"))
+        m.setattr(geoseg.inference.predictor, "load_bundle", lambda *a: pytest.fail("the torch model was built"))
         again = Predictor(bundle, "cpu", engine=engine, tile=128, threads=1)
     assert again.model is None and again.meta.tile_size == 128
     assert path.stat().st_mtime_ns == stamp
@@ -191,7 +191,7 @@ main()
 
 
 def test_resolve_rules(bundles):
-    from geoseg.bundle import read_meta
+    from geoseg.models.bundle import read_meta
 
     meta = read_meta(bundles["unet"])
     assert resolve("torch", "auto", meta).precision == "fp32"
@@ -215,7 +215,7 @@ def test_resolve_rules(bundles):
                     reason="bf16 is checked only where the CPU computes it natively (amx_bf16 or avx512_bf16)")
 def test_default_model_bf16_within_0005_of_fp32(tmp_path):
     from geoseg.data import DEFAULT_MODEL, RIO_IMAGE, RIO_LABELS
-    from geoseg.evaluate import EvaluateOptions, evaluate
+    from geoseg.evaluation.evaluate import EvaluateOptions, evaluate
 
     ious = {}
     for precision in ("fp32", "bf16"):
@@ -256,7 +256,7 @@ def record(*args, **kwargs):
 multiprocessing.Process.start = record
 socket.socket.connect = record
 import numpy as np
-from geoseg.inference import Predictor
+from geoseg.inference.predictor import Predictor
 p = Predictor({str(bundle)!r}, 'cpu', engine='openvino', tile=128, threads=1)
 assert p.class_logits(np.zeros((1, 128, 128, 3), np.float32)).shape == (1, 128, 128, 4)
 time.sleep(2)

@@ -16,8 +16,8 @@ from rasterio.transform import from_origin
 
 from geoseg.cli.main import cli
 from geoseg.errors import GeosegError
-from geoseg.evaluate import EvaluateOptions, evaluate
-from geoseg.metrics import class_scores, confusion, match_objects, overall_scores
+from geoseg.evaluation.evaluate import EvaluateOptions, evaluate
+from geoseg.evaluation.metrics import class_scores, confusion, match_objects, overall_scores
 from tests.conftest import assert_one_line_error
 from tests.test_vectorize import write_classes
 

@@ -11,7 +11,7 @@ import rasterio
 from click.testing import CliRunner
 
 from geoseg.cli.main import cli
-from geoseg.predict import PredictOptions, predict
+from geoseg.prediction import PredictOptions, predict
 from tests.conftest import assert_one_line_error, known_class, structured_scene, write_scene
 from tests.test_vectorize import write_classes
 
@@ -257,7 +257,7 @@ def test_a_raster_reference_in_another_crs_scores_objects_end_to_end(tmp_path):
     """A reference in EPSG:4326 against a UTM prediction, with a building class (objects are scored too)."""
     from rasterio.warp import Resampling, calculate_default_transform, reproject
 
-    from geoseg.evaluate import EvaluateOptions, evaluate
+    from geoseg.evaluation.evaluate import EvaluateOptions, evaluate
 
     pred = np.zeros((600, 700), np.uint8)
     for i in range(6):

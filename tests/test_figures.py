@@ -8,7 +8,7 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import pytest
 
-from geoseg.figures import confusion_svg, data_uri, iou_bars_svg, ramp
+from geoseg.evaluation.figures import confusion_svg, data_uri, iou_bars_svg, ramp
 
 NS = "{http://www.w3.org/2000/svg}"
 

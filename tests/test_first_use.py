@@ -21,8 +21,8 @@ import geoseg.data
 from geoseg.classes import load_classes
 from geoseg.cli.main import cli
 from geoseg.errors import GeosegError
-from geoseg.evaluate import EvaluateOptions, evaluate
-from geoseg.predict import PredictOptions, predict
+from geoseg.evaluation.evaluate import EvaluateOptions, evaluate
+from geoseg.prediction import PredictOptions, predict
 from tests.conftest import assert_one_line_error, structured_scene, write_scene
 from tests.test_train import scene_with_buildings, write_config
 from tests.test_vectorize import write_classes
@@ -54,9 +54,9 @@ def test_a_scene_that_does_not_fit_the_model_is_warned_about_once(rgba_4326, tmp
 
 
 def test_values_far_from_the_training_statistics_are_named(tmp_path):
-    from geoseg.bundle import read_meta
-    from geoseg.fit import check_fit
-    from geoseg.raster import inspect_scene
+    from geoseg.inference.fit import check_fit
+    from geoseg.io.raster import inspect_scene
+    from geoseg.models.bundle import read_meta
 
     rng = np.random.default_rng(0)
     bright = rng.normal(3000, 100, (1, 200, 200)).astype(np.uint16)  # 16-bit, 0.5 m, but 9 std above the mean
@@ -91,7 +91,7 @@ def test_training_without_bands_uses_every_band_and_says_so(tmp_path, caplog):
     cfg = yaml.safe_load(open(write_config(tmp_path, train={"epochs": 1})))
     del cfg["bands"]
     (tmp_path / "train.yaml").write_text(yaml.safe_dump(cfg))
-    from geoseg.train import train
+    from geoseg.training import train
 
     with caplog.at_level(logging.WARNING, logger="geoseg"):
         out = train(tmp_path / "train.yaml", tmp_path / "model", progress=False)
@@ -103,7 +103,7 @@ def test_training_without_bands_uses_every_band_and_says_so(tmp_path, caplog):
 def test_a_run_with_nothing_held_out_warns_and_keeps_the_last_epoch(tmp_path, caplog):
     scene_with_buildings(tmp_path)
     cfg = write_config(tmp_path, validation={"block_size": 64, "holdout": [], "fraction": 0}, train={"epochs": 2})
-    from geoseg.train import train
+    from geoseg.training import train
 
     with caplog.at_level(logging.WARNING, logger="geoseg"):
         out = train(cfg, tmp_path / "model", progress=False)
@@ -164,7 +164,7 @@ def test_headline_leads_with_foreground_classes(tmp_path):
 
 def test_bundle_and_checkpoint_files_follow_the_umask(tmp_path):
     scene_with_buildings(tmp_path)
-    from geoseg.train import train
+    from geoseg.training import train
 
     old = os.umask(0o022)
     try:
@@ -207,7 +207,7 @@ def test_png_chips_predict_and_score_with_allow_no_crs(linear_bundle, tmp_path):
     classes.write_text("classes: [background, building, water]\n")
     rep = evaluate(tmp_path / "out" / "c1.classes.tif", tmp_path / "ref.png", tmp_path / "rep",
                    EvaluateOptions(classes=str(classes), allow_no_crs=True, progress=False, audit=False))
-    from geoseg.metrics import confusion
+    from geoseg.evaluation.metrics import confusion
 
     np.testing.assert_array_equal(np.asarray(rep["confusion_px"]), confusion(ref, pred, 3, np.ones_like(ref, bool)))
     Image.fromarray(ref[:50]).save(tmp_path / "small.png")

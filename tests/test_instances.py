@@ -16,10 +16,10 @@ from click.testing import CliRunner
 from rasterio import features
 from scipy import ndimage
 
-from geoseg.bundle import init_bundle
 from geoseg.cli.main import cli
 from geoseg.errors import GeosegError
-from geoseg.predict import PredictOptions, predict
+from geoseg.models.bundle import init_bundle
+from geoseg.prediction import PredictOptions, predict
 from tests.conftest import write_scene
 
 BRIGHT, DARK = 200, 40
@@ -143,10 +143,10 @@ def test_coco_round_trip_ap_is_one(tmp_path, oracle_bundle):
 
 def test_merge_never_holds_a_scene_sized_mask(tmp_path, oracle_bundle):
     """Masks stay cropped: merging and painting a 3000² scene's instances allocate far less than the scene."""
+    from geoseg.inference.tiling import TileGrid
     from geoseg.instances.io import write_raster
     from geoseg.instances.tiled import InstanceJob, infer_block, merge_pieces
-    from geoseg.raster import inspect_scene
-    from geoseg.tiling import TileGrid
+    from geoseg.io.raster import inspect_scene
 
     size = 3000
     a = oracle_scene(size, size, seed=9, blobs=900)
@@ -176,7 +176,7 @@ def test_merge_never_holds_a_scene_sized_mask(tmp_path, oracle_bundle):
 
 @pytest.mark.parametrize("bands", [1, 3, 4])
 def test_maskrcnn_forward_backward_any_band_count(bands):
-    from geoseg.instances.model import build_maskrcnn
+    from geoseg.models.maskrcnn import build_maskrcnn
 
     torch.manual_seed(0)
     model = build_maskrcnn("mobilenet_v3_large", in_channels=bands, classes=3, mean=[100.0] * bands,
@@ -214,7 +214,7 @@ def test_maskrcnn_resnet50_bundle_predicts_a_scene(tmp_path):
 def test_import_torchvision_checkpoint_gives_identical_outputs(tmp_path):
     from torchvision.models.detection import maskrcnn_resnet50_fpn
 
-    from geoseg.bundle import load_bundle
+    from geoseg.models.bundle import load_bundle
 
     torch.manual_seed(1)
     tv = maskrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=2, min_size=256, max_size=256,
@@ -339,7 +339,7 @@ def test_train_maskrcnn_on_footprints_lowers_the_loss_and_predicts(shared_data, 
 
 
 def test_train_maskrcnn_resume_is_bit_identical(shared_data, tmp_path):
-    from geoseg.train import train
+    from geoseg.training import train
 
     cfg = _instance_config(tmp_path, shared_data, epochs=2)
     train(cfg, tmp_path / "a", progress=False)
@@ -382,7 +382,7 @@ def test_train_maskrcnn_on_coco_chips(shared_data, tmp_path):
 
 
 def test_shipped_instance_config_parses():
-    from geoseg.train import load_config
+    from geoseg.training import load_config
 
     cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "train" / "instances.yaml")
     assert cfg.model.architecture == "maskrcnn" and cfg.bands == (1,) and cfg.classes.names == ["background",

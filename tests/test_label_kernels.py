@@ -1,4 +1,4 @@
-"""The compiled label kernels (``geoseg/_labels_ext.pyx``) against references: Pillow for PNG decoding,
+"""The compiled label kernels (``geoseg/benchmarks/_png_ext.pyx``, ``geoseg/evaluation/_counts_ext.pyx``) against references: Pillow for PNG decoding,
 numpy for the pixel counts."""
 
 from __future__ import annotations
@@ -9,12 +9,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from geoseg._labels_ext import coded_histogram, instance_counts
+from geoseg.evaluation._counts_ext import coded_histogram, instance_counts
 from PIL import Image
 
 from geoseg.benchmarks.images import png_labels, read_labels
 from geoseg.errors import GeosegError
-from geoseg.metrics import coded_confusion
+from geoseg.evaluation.metrics import coded_confusion
 
 
 def _chunk(kind: bytes, body: bytes) -> bytes:

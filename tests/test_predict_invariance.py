@@ -7,8 +7,8 @@ import pytest
 import rasterio
 import torch
 
-from geoseg.bundle import load_bundle
-from geoseg.predict import PredictOptions, predict
+from geoseg.models.bundle import load_bundle
+from geoseg.prediction import PredictOptions, predict
 from tests.conftest import known_class
 
 

@@ -11,7 +11,7 @@ import pytest
 import rasterio
 from rasterio.transform import from_origin
 
-from geoseg.predict import PredictOptions, predict
+from geoseg.prediction import PredictOptions, predict
 from tests.conftest import known_class, structured_scene, write_scene
 
 
@@ -141,7 +141,7 @@ def test_a_rewritten_scene_is_read_anew(tmp_path, linear_bundle):
     """Read handles are kept per thread between chunks; a scene rewritten in place is not read stale."""
     from rasterio.windows import Window
 
-    from geoseg.raster import inspect_scene, read_window
+    from geoseg.io.raster import inspect_scene, read_window
 
     path = tmp_path / "s.tif"
     first, second = structured_scene(300, 300, seed=1), structured_scene(300, 300, seed=2)

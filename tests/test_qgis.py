@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from geoseg.vectorize import VectorizeOptions, vectorize
+from geoseg.vector.vectorize import VectorizeOptions, vectorize
 from tests.test_vectorize import blobs, write_classes
 
 QGIS_PYTHON = "/usr/bin/python3"
@@ -55,7 +55,7 @@ def run_layers_check(*args) -> list[dict]:
 @pytest.mark.skipif(not have_pyqgis() and not os.environ.get("CI"),
                     reason="PyQGIS not installed (bash .ci/system-deps.sh installs it; CI always runs this)")
 def test_class_raster_legend_in_qgis_lists_the_class_names_only(linear_bundle, tmp_path):
-    from geoseg.predict import PredictOptions, predict
+    from geoseg.prediction import PredictOptions, predict
     from tests.conftest import structured_scene, write_scene
 
     write_scene(tmp_path / "a.tif", structured_scene(64, 64))
@@ -70,7 +70,7 @@ def test_class_raster_legend_in_qgis_lists_the_class_names_only(linear_bundle, t
 @pytest.mark.skipif(not have_pyqgis() and not os.environ.get("CI"),
                     reason="PyQGIS not installed (bash .ci/system-deps.sh installs it; CI always runs this)")
 def test_iou_grid_leaves_cells_with_nothing_to_score_unfilled_and_fills_the_rest_half_transparent(tmp_path):
-    from geoseg.evaluate import EvaluateOptions, evaluate
+    from geoseg.evaluation.evaluate import EvaluateOptions, evaluate
 
     ref = np.zeros((256, 256), np.uint8)
     ref[10:50, 10:50] = 1          # cell (0, 0): a building, found exactly -> IoU 1
@@ -95,8 +95,8 @@ def test_iou_grid_leaves_cells_with_nothing_to_score_unfilled_and_fills_the_rest
 @pytest.mark.skipif(not have_pyqgis() and not os.environ.get("CI"),
                     reason="PyQGIS not installed (bash .ci/system-deps.sh installs it; CI always runs this)")
 def test_instances_gpkg_opens_styled_by_class_in_qgis(tmp_path):
-    from geoseg.bundle import init_bundle
-    from geoseg.predict import PredictOptions, predict
+    from geoseg.models.bundle import init_bundle
+    from geoseg.prediction import PredictOptions, predict
     from tests.conftest import write_scene
     from tests.test_instances import oracle_scene
 

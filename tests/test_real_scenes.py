@@ -9,9 +9,9 @@ import numpy as np
 import rasterio
 import torch
 
-from geoseg.bundle import BundleMeta, save_bundle
 from geoseg.classes import ClassList
 from geoseg.models import create_model
+from geoseg.models.bundle import BundleMeta, save_bundle
 from tests.conftest import known_class
 
 

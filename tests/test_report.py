@@ -10,7 +10,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from geoseg.evaluate import EvaluateOptions, evaluate
+from geoseg.evaluation.evaluate import EvaluateOptions, evaluate
 from tests.test_vectorize import write_classes
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -75,8 +75,8 @@ def test_report_loads_in_a_real_browser_with_decoded_images(tmp_path):
 
 def test_error_map_shows_where_the_errors_are(tmp_path):
     """The map's cells on the left (no errors) are TP-only; FP and FN appear only on the right."""
-    from geoseg.evaluate import evaluate_scene
-    from geoseg.scheduler import open_runner
+    from geoseg.evaluation.evaluate import evaluate_scene
+    from geoseg.inference.scheduler import open_runner
 
     _, pred, ref = scored(tmp_path)
     with open_runner("sync") as runner:

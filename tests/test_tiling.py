@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from geoseg.blending import BLEND_MODES, tile_weights
-from geoseg.tiling import TileGrid, pad_tile
+from geoseg.inference.blending import BLEND_MODES, tile_weights
+from geoseg.inference.tiling import TileGrid, pad_tile
 
 
 def coverage(grid: TileGrid) -> np.ndarray:

@@ -20,8 +20,8 @@ from safetensors.torch import load_file
 
 from geoseg.cli.main import cli
 from geoseg.errors import GeosegError
-from geoseg.train import load_config, train
-from geoseg.train.data import SceneChips, band_statistics, open_scene, read_labels, source_side, warp
+from geoseg.training import load_config, train
+from geoseg.training.data import SceneChips, band_statistics, open_scene, read_labels, source_side, warp
 from tests.conftest import assert_one_line_error, write_scene
 
 TRANSFORM = rasterio.transform.from_origin(733600.0, 3725200.0, 0.5, 0.5)
@@ -220,8 +220,8 @@ def test_lovasz_term_is_one_minus_the_mean_iou_of_hard_predictions():
     import torch.nn.functional as F
 
     from geoseg.classes import NODATA
-    from geoseg.metrics import class_scores, confusion
-    from geoseg.train.loop import _loss
+    from geoseg.evaluation.metrics import class_scores, confusion
+    from geoseg.training.loop import _loss
 
     rng = np.random.default_rng(5)
     target = rng.integers(0, 3, (2, 24, 24))
@@ -295,7 +295,7 @@ def test_voc_chip_folders_train_with_zoomed_turned_chips(shared_data, tmp_path):
     """A VOC-style image/mask folder plugs in; zoomed, turned chips keep the mask's values and its void."""
     from PIL import Image
 
-    from geoseg.train.data import ChipFolder
+    from geoseg.training.data import ChipFolder
 
     voc = shared_data / "labelme" / "semantic_segmentation" / "data_dataset_voc"
     names = (voc / "class_names.txt").read_text().splitlines()
@@ -323,10 +323,10 @@ def test_voc_chip_folders_train_with_zoomed_turned_chips(shared_data, tmp_path):
 
 
 def test_init_from_a_bundle_copies_its_weights_and_sums_the_stem(tmp_path):
-    from geoseg.bundle import init_bundle, load_bundle
     from geoseg.models import create_model
+    from geoseg.models.bundle import init_bundle, load_bundle
     from geoseg.models.pretrained import adapt_stem
-    from geoseg.train.loop import _init_from_bundle
+    from geoseg.training.loop import _init_from_bundle
 
     params = {"decoder_channels": [32, 16, 16, 8, 8]}
     src = init_bundle("unet", tmp_path / "rgb", encoder="resnet18", bands=(1, 2, 3), classes="building", seed=4)
@@ -356,7 +356,7 @@ def test_init_from_a_bundle_copies_its_weights_and_sums_the_stem(tmp_path):
 def test_freeze_encoder_trains_only_the_decoder_and_keeps_batchnorm_statistics(tmp_path):
     """A frozen encoder leaves training exactly as loaded (weights and BatchNorm running statistics),
     while the decoder and head learn; without pretrained weights to keep, the option is refused."""
-    from geoseg.bundle import load_bundle
+    from geoseg.models.bundle import load_bundle
 
     scene_with_buildings(tmp_path)
     first = train(write_config(tmp_path, train={"epochs": 1}), tmp_path / "first", progress=False)

@@ -16,7 +16,7 @@ from rasterio.transform import from_origin
 
 from geoseg.cli.main import cli
 from geoseg.errors import GeosegError
-from geoseg.vectorize import VectorizeOptions, vectorize
+from geoseg.vector.vectorize import VectorizeOptions, vectorize
 
 CLASSES = [{"id": 0, "name": "background", "color": "#000000", "vectorize": False},
            {"id": 1, "name": "building", "color": "#e31a1c"}, {"id": 2, "name": "road", "color": "#7f7f7f"},
@@ -279,7 +279,7 @@ def test_percolating_classes_across_many_seams_match_the_whole_raster(tmp_path):
 
 
 def _labels_and_polygons(arr: np.ndarray, diagonal: bool):
-    from geoseg._trace import label_values, polygons
+    from geoseg.vector.tracing import label_values, polygons
 
     skip = np.zeros(256, dtype=bool)
     skip[0] = True

@@ -28,7 +28,7 @@ from click.testing import CliRunner
 from conftest import ROOT, assert_one_line_error, known_class, structured_scene, write_scene
 
 from geoseg.cli.main import cli
-from geoseg.tiling import TileGrid
+from geoseg.inference.tiling import TileGrid
 from geoseg.workflows import load_workflow, run_workflow
 
 ENV = dict(os.environ, PYTHONWARNINGS="ignore")
@@ -416,7 +416,7 @@ def test_model_tasks_keep_their_gpu_annotation(seam_scene, linear_bundle, dask_p
     """Only the worker that declares a GPU runs model tasks (the annotation survives graph handling, dask #7036)."""
     from distributed import get_task_stream
 
-    from geoseg.predict import PredictOptions, predict
+    from geoseg.prediction import PredictOptions, predict
 
     gpu = dask_processes.worker("--resources", "GPU=1")
     dask_processes.worker()
@@ -501,7 +501,7 @@ def test_an_instance_model_workflow(tmp_path):
     """An instance bundle's predict step writes instance outputs; vectorize is refused at validation."""
     from test_instances import oracle_scene
 
-    from geoseg.bundle import init_bundle
+    from geoseg.models.bundle import init_bundle
 
     bundle = init_bundle("components", tmp_path / "oracle", encoder="none", bands=(1,), classes="object",
                          tile_size=128, overlap=32)

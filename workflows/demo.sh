@@ -27,7 +27,7 @@ step evaluate geoseg evaluate "$OUT/$NAME.classes.tif" "$LABELS" -o "$OUT/audit"
 
 $PYTHON - "$OUT" "$NAME" "$MODEL" <<'PY'
 import json, sys
-from geoseg.bundle import read_meta
+from geoseg.models.bundle import read_meta
 out, name, model = sys.argv[1:4]
 meta = read_meta(model)
 r = json.load(open(f"{out}/audit/report.json"))

@@ -8,7 +8,7 @@ One registry (``get``, ``names``), one module per benchmark::
     report = voc.evaluate("preds/", "reports/voc/", root="VOCdevkit/VOC2012", split="val")
     benchmarks.evaluate("coco", "results.json", "reports/coco/", annotations="instances_val2017.json")
 
-Semantic adapters score through ``geoseg.metrics`` and write ``geoseg evaluate``'s report files;
+Semantic adapters score through ``geoseg.evaluation.metrics`` and write ``geoseg evaluate``'s report files;
 COCO scores come from pycocotools' COCOeval (or faster-coco-eval, checked equal in the tests).
 """
 

@@ -25,7 +25,6 @@ from pathlib import Path
 
 import numpy as np
 
-from geoseg._labels_ext import instance_counts
 from geoseg.benchmarks.images import LUT_SIZE, read_labels
 from geoseg.benchmarks.registry import register
 from geoseg.benchmarks.semantic import (
@@ -39,7 +38,7 @@ from geoseg.benchmarks.semantic import (
 from geoseg.benchmarks.voc import require
 from geoseg.classes import ClassList, SegClass
 from geoseg.errors import GeosegError
-from geoseg.metrics import label_run
+from geoseg.evaluation.metrics import instance_counts
 
 Label = namedtuple("Label", "name id train_id category has_instances ignore color")
 
@@ -178,7 +177,7 @@ class InstanceWeights:
         inst = read_labels(inst_path, "instance ground truth")
         if inst.shape != pred.shape:
             raise GeosegError("size differs from its labelIds image", inst_path)
-        size, hit, cat_hit = instance_counts(label_run(inst), label_run(pred), self.in_category, 1000)
+        size, hit, cat_hit = instance_counts(inst, pred, self.in_category, 1000)
         present = np.flatnonzero(size)
         lab = present // 1000
         keep = (lab < NUM_IDS) & np.isin(lab, [lb.id for lb in EVAL if lb.has_instances])
@@ -204,7 +203,7 @@ def _div(a: float, b: float) -> float:
 def official_scores(cm: np.ndarray, inst: dict) -> dict:
     """Class iIoU and category IoU / iIoU from the 34 x 34 matrix and the summed instance terms.
 
-    (Class IoU comes from ``geoseg.metrics`` like every other report; it is repeated here so the
+    (Class IoU comes from ``geoseg.evaluation.metrics`` like every other report; it is repeated here so the
     official formulas can be read in one place.)
     """
     cm = np.asarray(cm, dtype=np.int64)

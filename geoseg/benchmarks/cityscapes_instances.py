@@ -234,8 +234,8 @@ class CityscapesInstances:
                 "overlaps": [round(float(o), 2) for o in OVERLAPS],
             },
         }
-        from geoseg import __version__
         from geoseg.benchmarks.instance_report import html, markdown
+        from geoseg.version import __version__
 
         report["geoseg_version"] = __version__
         publish(report, None, None, output, overwrite, markdown=markdown, html=html)

@@ -200,7 +200,7 @@ class COCOAdapter:
 
     def score(self, predictions, annotations, segm_area: str = "box", engine: str = "auto",
               iou_types: str = "segm,bbox") -> dict:
-        from geoseg import __version__
+        from geoseg.version import __version__
 
         if segm_area not in ("box", "mask"):
             raise GeosegError(f"--segm-area must be box or mask, got {segm_area!r}")

@@ -74,7 +74,7 @@ def _chip_image(src, window, fmt: str) -> tuple[np.ndarray, str]:
 
 
 def _write_chip(path: Path, arr: np.ndarray, src, window, fmt: str) -> None:
-    from geoseg.output import tmp_name
+    from geoseg.io.output import tmp_name
 
     tmp = tmp_name(path, fmt)
     try:
@@ -127,7 +127,7 @@ def _coco_segmentation(poly, h: int, w: int):
 
 
 def _scenes(inputs) -> list[str]:
-    from geoseg.inputs import resolve_inputs
+    from geoseg.io.inputs import resolve_inputs
 
     return resolve_inputs(inputs if isinstance(inputs, list) else [os.fspath(inputs)])
 
@@ -140,7 +140,7 @@ def export(kind: str, scenes, labels, output, chip_size: int = 512, overlap: int
     from pycocotools import mask as mask_utils
     from rasterio.windows import Window
 
-    from geoseg.output import output_dir
+    from geoseg.io.output import output_dir
 
     if kind not in ("coco", "voc"):
         raise GeosegError(f"unknown export format {kind!r} (valid: coco, voc)")
@@ -203,7 +203,7 @@ def export(kind: str, scenes, labels, output, chip_size: int = 512, overlap: int
                         _write_voc_mask(out / "SegmentationClass" / f"{name}.png", pieces, categories, h, w)
         cats = [{"id": i, "name": n, "supercategory": n} for n, i in categories.items()]
         if kind == "coco":
-            from geoseg.output import atomic_write_text
+            from geoseg.io.output import atomic_write_text
 
             atomic_write_text(out / "annotations.json", json.dumps(
                 {"info": {"description": "geoseg export", "scenes": [os.path.basename(s) for s in files]},
@@ -212,7 +212,7 @@ def export(kind: str, scenes, labels, output, chip_size: int = 512, overlap: int
                 log.warning("%s: %d footprint pieces cover no pixel centre of their chip and were left out", out,
                             skipped)
         else:
-            from geoseg.output import atomic_write_text
+            from geoseg.io.output import atomic_write_text
 
             (out / "ImageSets" / "Segmentation").mkdir(parents=True, exist_ok=True)
             atomic_write_text(out / "ImageSets" / "Segmentation" / f"{split}.txt", "\n".join(split_names) + "\n")
@@ -223,7 +223,7 @@ def export(kind: str, scenes, labels, output, chip_size: int = 512, overlap: int
 def _write_jpeg(path: Path, arr: np.ndarray) -> None:
     from PIL import Image
 
-    from geoseg.output import tmp_name
+    from geoseg.io.output import tmp_name
 
     tmp = tmp_name(path, "jpg")
     try:
@@ -257,8 +257,8 @@ def import_coco(results, annotations, output, score_threshold: float = 0.0, over
 
     from geoseg.benchmarks.coco import load_annotations, load_results
     from geoseg.classes import ClassList
-    from geoseg.output import output_dir, tmp_name, vector_write_errors, write_error
-    from geoseg.styles import fill_qml, write_layer_styles
+    from geoseg.io.output import output_dir, tmp_name, vector_write_errors, write_error
+    from geoseg.io.styles import fill_qml, write_layer_styles
 
     gt = load_annotations(annotations)
     images = {im["id"]: im for im in gt["images"]}

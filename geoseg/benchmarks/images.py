@@ -53,7 +53,7 @@ def png_labels(path) -> np.ndarray | None:
     kernel without the GIL. A file that is not such a PNG, or fails any check, returns None, and
     Pillow reads it (or says what is wrong with it).
     """
-    from geoseg._labels_ext import png_unfilter
+    from geoseg.benchmarks._png_ext import png_unfilter
 
     with open(path, "rb") as f:
         data = f.read()
@@ -125,7 +125,7 @@ def write_png(path, arr: np.ndarray, palette: np.ndarray | None = None) -> None:
 
     from PIL import Image
 
-    from geoseg.output import tmp_name
+    from geoseg.io.output import tmp_name
 
     final = Path(path)
     if palette is not None:

@@ -25,10 +25,10 @@ def predict(adapter: str, bundle, output, root, split: str | None = None, classe
     import rasterio
 
     from geoseg.benchmarks.voc import match_classes
-    from geoseg.bundle import read_meta, resolve_bundle
-    from geoseg.output import output_dir, tmp_folder
-    from geoseg.predict import PredictOptions, output_paths
-    from geoseg.predict import predict as run
+    from geoseg.io.output import output_dir, tmp_folder
+    from geoseg.models.bundle import read_meta, resolve_bundle
+    from geoseg.prediction import PredictOptions, output_paths
+    from geoseg.prediction import predict as run
 
     ad = get(adapter)
     if not hasattr(ad, "write_prediction"):

@@ -1,4 +1,4 @@
-"""Scoring semantic benchmarks through geoseg's one metrics engine (``geoseg.metrics``).
+"""Scoring semantic benchmarks through geoseg's one metrics engine (``geoseg.evaluation.metrics``).
 
 An adapter describes its label coding as two look-up tables onto the rows and
 columns of one confusion matrix: reference values map to a scored class's row
@@ -22,7 +22,7 @@ import numpy as np
 from geoseg.benchmarks.images import LUT_SIZE, check_same_size, check_values, few, read_labels
 from geoseg.classes import ClassList
 from geoseg.errors import GeosegError
-from geoseg.metrics import Confusion, coded_confusion
+from geoseg.evaluation.metrics import Confusion, coded_confusion
 
 log = logging.getLogger("geoseg")
 
@@ -88,7 +88,7 @@ def _ranges(ids) -> str:
 
 @dataclass
 class ImageResult:
-    """One image's confusion matrix, in the shape ``geoseg.report`` reads."""
+    """One image's confusion matrix, in the shape ``geoseg.evaluation.report`` reads."""
 
     name: str
     prediction: str
@@ -158,7 +158,7 @@ class ReportSettings:
 
 
 def semantic_report(results: list[ImageResult], coding: LabelCoding, adapter: str, options: dict) -> dict:
-    from geoseg.report import build_report
+    from geoseg.evaluation.report import build_report
 
     settings = ReportSettings(adapter, options)
     report = build_report(results, coding.classes, settings, outside_counts=True)
@@ -172,7 +172,7 @@ def publish(report: dict, results, classes: ClassList | None, output, overwrite:
     """Write report.json, report.md and report.html into ``output`` (temporary folder, then rename)."""
     import shutil
 
-    from geoseg.output import clean_stale, output_dir, tmp_folder
+    from geoseg.io.output import clean_stale, output_dir, tmp_folder
 
     out = Path(output)
     clean_stale(out)
@@ -182,11 +182,11 @@ def publish(report: dict, results, classes: ClassList | None, output, overwrite:
         work = tmp_folder(out, "report")
         try:
             if markdown is None:
-                from geoseg.report import write_reports
+                from geoseg.evaluation.report import write_reports
 
                 write_reports(report, results, classes, work)
             else:
-                from geoseg.report import json_text
+                from geoseg.evaluation.report import json_text
 
                 (work / "report.json").write_text(json_text(report))
                 (work / "report.md").write_text(markdown(report))

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import click
 
-from geoseg.cli.main import debug_option
-from geoseg.cli.options import overwrite_opt, raster_processing_options
+from geoseg.cli.options import debug_option, overwrite_opt, raster_processing_options
 
 
 @click.command("predict")
@@ -20,7 +19,7 @@ from geoseg.cli.options import overwrite_opt, raster_processing_options
 def predict(adapter, bundle, root, split, classes, output, **opts) -> None:
     """Run BUNDLE over the benchmark's images; write predictions in its own format."""
     from geoseg.benchmarks.predict import predict as run
-    from geoseg.predict import PredictOptions
+    from geoseg.prediction import PredictOptions
 
     opts.pop("allow_no_crs")
     files = run(adapter, bundle, output, root, split, classes, PredictOptions(**opts))

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import click
 
-from geoseg.cli.main import debug_option
 from geoseg.cli.options import (
     allow_no_crs_opt,
     chunk_size_opt,
     classes_opt,
+    debug_option,
     overwrite_opt,
     progress_opt,
     scheduler_opt,
@@ -48,8 +48,8 @@ def evaluate(prediction, reference, output, ignore, object_classes, **opts) -> N
     Writes OUTPUT/report.json, report.md, report.html and audit.gpkg.
     """
     from geoseg.errors import GeosegError
-    from geoseg.evaluate import EvaluateOptions
-    from geoseg.evaluate import evaluate as run
+    from geoseg.evaluation.evaluate import EvaluateOptions
+    from geoseg.evaluation.evaluate import evaluate as run
 
     try:
         ignore_ids = tuple(int(v) for v in ignore.split(",") if v.strip())
@@ -60,7 +60,7 @@ def evaluate(prediction, reference, output, ignore, object_classes, **opts) -> N
     report = run(prediction, reference, output, options)
     from pathlib import Path
 
-    from geoseg.report import headline
+    from geoseg.evaluation.report import headline
 
     for line in headline(report):
         click.echo(line)

@@ -8,8 +8,8 @@ import traceback
 
 import click
 
-from geoseg import __version__
 from geoseg.errors import GeosegError, Terminated
+from geoseg.version import __version__
 
 
 class GeosegGroup(click.Group):
@@ -61,17 +61,6 @@ def cli(ctx: click.Context, debug: bool, verbose: bool) -> None:
 
 def _drop_warning(*args, **kwargs) -> None:
     logging.getLogger("geoseg").debug("warning: %s", args[0] if args else "")
-
-
-def debug_option(f):
-    """``--debug`` accepted after the command name too."""
-
-    def callback(ctx: click.Context, param, value: bool) -> None:
-        if value:
-            ctx.find_root().ensure_object(dict)["debug"] = True
-
-    return click.option("--debug", is_flag=True, expose_value=False, callback=callback,
-                        help="Show tracebacks.")(f)
 
 
 def _register() -> None:

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from geoseg.cli.main import debug_option
+from geoseg.cli.options import debug_option
 from geoseg.cli.options import floats as _floats
 from geoseg.cli.options import ints as _ints
 
@@ -34,7 +34,7 @@ def model() -> None:
 @debug_option
 def init(architecture, encoder, bands, classes, mean, std, tile_size, overlap, gsd, seed, output, overwrite):
     """Write a randomly initialised bundle of ARCHITECTURE."""
-    from geoseg.bundle import init_bundle
+    from geoseg.models.bundle import init_bundle
 
     if encoder is None:
         encoder = "resnet50" if architecture.lower() == "maskrcnn" else "resnet34"
@@ -50,7 +50,7 @@ def init(architecture, encoder, bands, classes, mean, std, tile_size, overlap, g
 @debug_option
 def info(bundle, as_json):
     """Print a bundle's summary after checking its weights load (BUNDLE: a path or packaged name)."""
-    from geoseg.bundle import load_bundle, summarize
+    from geoseg.models.bundle import load_bundle, summarize
 
     b = load_bundle(bundle)
     click.echo(json.dumps(b.meta.to_json(), indent=2) if as_json else "\n".join([str(b.path), *summarize(b.meta)]))
@@ -60,8 +60,8 @@ def info(bundle, as_json):
 @debug_option
 def list_models():
     """The models packaged with geoseg; their names work wherever a bundle path does."""
-    from geoseg.bundle import read_meta
     from geoseg.data import packaged_models
+    from geoseg.models.bundle import read_meta
 
     for name, path in packaged_models().items():
         m = read_meta(path)

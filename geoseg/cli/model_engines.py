@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from geoseg.cli.main import debug_option
+from geoseg.cli.options import debug_option
 
 
 @click.command("compile")
@@ -14,7 +14,7 @@ from geoseg.cli.main import debug_option
 @debug_option
 def compile_model(bundle, engine, tile_size):
     """Convert BUNDLE for ENGINE once and keep it beside the bundle (BUNDLE/engines/)."""
-    from geoseg.engines.check import compile_bundle
+    from geoseg.engines.runtime import compile_bundle
 
     click.echo(compile_bundle(bundle, engine, tile_size))
 
@@ -35,7 +35,7 @@ def check_model(bundle, against, scene, reference, tile_size, include_slow, reco
     """Agreement and speed of every engine and precision against torch fp32 on SCENE."""
     import json
 
-    from geoseg.engines.check import check
+    from geoseg.evaluation.engines import check
 
     res = check(bundle, scene, reference, tile_size, include_slow, record)
     if as_json:

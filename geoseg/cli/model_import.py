@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import click
 
-from geoseg.cli.main import debug_option
-from geoseg.cli.options import floats, ints
+from geoseg.cli.options import debug_option, floats, ints
 
 
 @click.command("import")

@@ -1,10 +1,22 @@
-"""Options shared by every command that processes rasters, defined once."""
+"""Options the commands share (``--debug`` and the raster-processing ones), defined once (as rasterio.rio.options)."""
 
 from __future__ import annotations
 
 import click
 
-from geoseg.blending import BLEND_MODES
+from geoseg.inference.blending import BLEND_MODES
+
+
+def debug_option(f):
+    """``--debug`` accepted after the command name too."""
+
+    def callback(ctx: click.Context, param, value: bool) -> None:
+        if value:
+            ctx.find_root().ensure_object(dict)["debug"] = True
+
+    return click.option("--debug", is_flag=True, expose_value=False, callback=callback,
+                        help="Show tracebacks.")(f)
+
 
 tile_size_opt = click.option("--tile-size", type=int, default=None,
                              help="Model input tile in pixels (default: the bundle's).")

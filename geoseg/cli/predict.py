@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import click
 
-from geoseg.cli.main import debug_option
-from geoseg.cli.options import output_dir_opt, probabilities_opt, raster_processing_options
+from geoseg.cli.options import debug_option, output_dir_opt, probabilities_opt, raster_processing_options
 from geoseg.cli.vectorize import vectorize_options
 
 
@@ -44,8 +43,8 @@ def predict(bundle: str, inputs: tuple[str, ...], output: str, do_vectorize: boo
     """
     from pathlib import Path
 
-    from geoseg.predict import PredictOptions
-    from geoseg.predict import predict as run
+    from geoseg.prediction import PredictOptions
+    from geoseg.prediction import predict as run
 
     options = PredictOptions(**opts)
     outs = run(bundle, list(inputs), output, options)
@@ -61,7 +60,7 @@ def predict(bundle: str, inputs: tuple[str, ...], output: str, do_vectorize: boo
     if options.coco_results:
         click.echo(options.coco_results)
     if do_vectorize:
-        from geoseg.vectorize import VectorizeOptions, vectorize
+        from geoseg.vector.vectorize import VectorizeOptions, vectorize
 
         for o in (o for o in outs if o.classes is not None):  # instance outputs are polygons already
             gpkg = o.classes.with_name(o.classes.name.replace(".classes.tif", ".gpkg"))

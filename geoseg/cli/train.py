@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import click
 
-from geoseg.cli.main import debug_option
-from geoseg.cli.options import progress_opt
+from geoseg.cli.options import debug_option, progress_opt
 
 
 @click.command()
@@ -17,6 +16,6 @@ from geoseg.cli.options import progress_opt
 @debug_option
 def train(config: str, output: str, resume: bool, overwrite: bool, progress: bool) -> None:
     """Train a model bundle from the YAML CONFIG into OUTPUT (metrics.csv, checkpoint/, the best bundle)."""
-    from geoseg.train import train as run
+    from geoseg.training import train as run
 
     click.echo(run(config, output, resume=resume, overwrite=overwrite, progress=progress))

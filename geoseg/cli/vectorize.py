@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import click
 
-from geoseg.cli.main import debug_option
 from geoseg.cli.options import (
     allow_no_crs_opt,
     chunk_size_opt,
     classes_opt,
+    debug_option,
     overwrite_opt,
     progress_opt,
     scheduler_opt,
@@ -48,7 +48,7 @@ def vectorize_options(f):
 @debug_option
 def vectorize(raster: str, output: str, connectivity: str, **opts) -> None:
     """Vectorize the class RASTER into a GeoPackage with one styled layer per class."""
-    from geoseg.vectorize import VectorizeOptions
-    from geoseg.vectorize import vectorize as run
+    from geoseg.vector.vectorize import VectorizeOptions
+    from geoseg.vector.vectorize import vectorize as run
 
     click.echo(run(raster, output, VectorizeOptions(connectivity=int(connectivity), **opts)))

@@ -45,7 +45,7 @@ def installed(engine: str) -> bool:
 
 def convertible(architecture: str, engine: str) -> bool:
     """Architectures an engine takes (the others run on torch)."""
-    from geoseg.instances.model import is_instance_architecture
+    from geoseg.models.maskrcnn import is_instance_architecture
 
     if engine == "torch":
         return True

@@ -89,7 +89,7 @@ def _quiet():
 
 def convert(bundle: Path, model: nn.Module, engine: str, tile: int, channels: int, target: Path | None = None) -> Path:
     """The engine's model file for this bundle and tile shape, converted once (then read from the cache)."""
-    from geoseg.output import tmp_name
+    from geoseg.io.output import tmp_name
 
     path = target or cache.find(bundle, engine, tile, channels)
     if path.exists():
@@ -185,3 +185,23 @@ class ONNXRuntimeRunner:
 
     def __call__(self, tiles: np.ndarray) -> np.ndarray:
         return self._session().run(None, {"tiles": tiles})[0]
+
+
+def compile_bundle(bundle, engine: str, tile_size: int | None = None) -> Path:
+    """``geoseg model compile``: the conversion written beside the bundle (``BUNDLE/engines/``)."""
+    from geoseg.engines import check_engine, installed
+    from geoseg.models.bundle import load_bundle, resolve_bundle
+
+    check_engine(engine, "fp32")
+    if engine not in ("openvino", "onnxruntime"):
+        raise GeosegError(f"model compile converts for openvino or onnxruntime, not {engine}")
+    if not installed(engine):
+        raise GeosegError(f"--engine {engine} needs the {engine} package: pip install geoseg[{engine}]")
+    path = resolve_bundle(bundle)
+    b = load_bundle(path)
+    tile = tile_size or b.meta.tile_size
+    target = path / "engines" / cache.weights_hash(path)[:16] / cache.artifact_name(engine, tile, b.meta.in_channels)
+    try:
+        return convert(path, b.model, engine, tile, b.meta.in_channels, target=target)
+    except PermissionError:
+        raise GeosegError("is read-only; without model compile the conversion goes to the user cache", path) from None

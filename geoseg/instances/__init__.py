@@ -1,6 +1,7 @@
-"""Instance segmentation over large scenes: Mask R-CNN bundles, seam-exact tiling, COCO interchange.
+"""Instance segmentation over large scenes: seam-exact tiling of detections, instance outputs, COCO interchange.
 
-``geoseg predict`` routes instance bundles (architecture ``maskrcnn``, or the ``components`` oracle)
-here: :func:`geoseg.instances.predict.predict_instances`. See ``tiled.py`` for the ownership and
-merge rule.
+:func:`geoseg.prediction.predict` routes instance bundles (architecture ``maskrcnn``, or the
+``components`` oracle) to :func:`geoseg.instances.predict.predict_instances_scene`. See ``tiled.py``
+for the ownership and merge rule. The Mask R-CNN architecture itself is in
+:mod:`geoseg.models.maskrcnn`, instance training in :mod:`geoseg.training.instances`.
 """

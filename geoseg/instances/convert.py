@@ -12,9 +12,9 @@ from pathlib import Path
 
 import torch
 
-from geoseg.bundle import BundleMeta, build_model, save_bundle
 from geoseg.classes import ClassList
 from geoseg.errors import GeosegError
+from geoseg.models.bundle import BundleMeta, build_model, save_bundle
 from geoseg.models.pretrained import read_state_dict
 
 FORMATS = ("torchvision-maskrcnn",)

@@ -1,6 +1,6 @@
 """Instance outputs: ``NAME.instances.gpkg`` (styled), ``NAME.instances.tif`` (uint32 ids, COG) and COCO results.
 
-Every file is written under a temporary name and renamed into place (``geoseg.output``).
+Every file is written under a temporary name and renamed into place (``geoseg.io.output``).
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import numpy as np
 from rasterio import Affine
 
 from geoseg.classes import ClassList
+from geoseg.inference.tiling import chunk_grid
 from geoseg.instances.tiled import Instance
-from geoseg.raster import SceneInfo
-from geoseg.tiling import chunk_grid
+from geoseg.io.raster import SceneInfo
 
 LAYER = "instances"
 FIELDS = ["instance_id", "class_id", "class_name", "score", "area_m2", "perimeter_m", "source"]
@@ -35,12 +35,12 @@ def polygon(inst: Instance, transform: Affine):
 def write_gpkg(final: Path, instances: list[Instance], info: SceneInfo, classes: ClassList) -> None:
     import geopandas as gpd
 
-    from geoseg.output import respect_umask, tmp_name, vector_write_errors, write_error
-    from geoseg.styles import categorized_fill_qml, write_layer_styles
-    from geoseg.vectorize import _Measure
+    from geoseg.io.output import respect_umask, tmp_name, vector_write_errors, write_error
+    from geoseg.io.styles import categorized_fill_qml, write_layer_styles
+    from geoseg.vector.vectorize import GroundMeasure
 
     geoms = [polygon(q, info.transform) for q in instances]
-    measure = _Measure(info.crs, info.transform)
+    measure = GroundMeasure(info.crs, info.transform)
     area, perim = measure.area_perimeter(geoms) if geoms else (np.zeros(0), np.zeros(0))
     names = {c.id: c.name for c in classes}
     frame = gpd.GeoDataFrame({
@@ -68,7 +68,7 @@ def write_gpkg(final: Path, instances: list[Instance], info: SceneInfo, classes:
 def write_raster(final: Path, instances: list[Instance], info: SceneInfo, chunk_size: int) -> None:
     """uint32 instance ids (1.. in the GeoPackage's order, 0 = none), painted chunk by chunk; where two
     masks overlap, the higher score (then the lower id) is on top."""
-    from geoseg.output import ChunkWriter
+    from geoseg.io.output import ChunkWriter
 
     order = sorted(range(len(instances)), key=lambda i: (instances[i].score, -i))
     writer = ChunkWriter(final, info, 1, 0, nearest_overviews=True, dtype="uint32")
@@ -120,6 +120,6 @@ def coco_results(instances: list[Instance], info: SceneInfo, image_id: int) -> l
 
 
 def write_json(final: Path, data) -> None:
-    from geoseg.output import atomic_write_text
+    from geoseg.io.output import atomic_write_text
 
     atomic_write_text(final, json.dumps(data))

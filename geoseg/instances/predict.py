@@ -9,9 +9,9 @@ from pathlib import Path
 
 from geoseg.classes import ClassList
 from geoseg.errors import GeosegError
-from geoseg.raster import SceneInfo, ground_sample_distance
-from geoseg.scheduler import Runner, progress_bar, run_graph
-from geoseg.tiling import TileGrid
+from geoseg.inference.scheduler import Runner, progress_bar, run_graph
+from geoseg.inference.tiling import TileGrid
+from geoseg.io.raster import SceneInfo, ground_sample_distance
 
 log = logging.getLogger("geoseg")
 DEFAULT_SCORE_THRESHOLD = 0.5
@@ -49,9 +49,9 @@ def predict_instances_scene(info: SceneInfo, bundle: str, classes: ClassList, ou
     """Predict one checked scene into ``out`` (instances.tif and .gpkg); returns its COCO results."""
     import dask
 
+    from geoseg.inference.predictor import default_batch_size
     from geoseg.instances.io import coco_results, write_gpkg, write_raster
     from geoseg.instances.tiled import InstanceJob, infer_block, merge_pieces
-    from geoseg.predict import default_batch_size
 
     grid = TileGrid(info.height, info.width, tile, overlap)
     blocks = [b for row in grid.blocks(options.chunk_size) for b in row]

@@ -1,4 +1,4 @@
-"""Running an instance bundle on batches of raw tiles, once per worker (as ``geoseg.inference`` for classes)."""
+"""Running an instance bundle on batches of raw tiles, once per worker (as ``geoseg.inference.predictor`` for classes)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from geoseg.bundle import load_bundle
-from geoseg.inference import resolve_device
+from geoseg.inference.predictor import resolve_device
+from geoseg.models.bundle import load_bundle
 
 _CACHE: dict[tuple, InstancePredictor] = {}
 _CACHE_LOCK = threading.Lock()

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from geoseg.raster import SceneInfo, read_window
-from geoseg.tiling import Block, TileGrid
+from geoseg.inference.tiling import Block, TileGrid
+from geoseg.io.raster import SceneInfo, read_window
 
 
 @dataclass(frozen=True)

@@ -53,7 +53,7 @@ def _smp_architectures() -> dict[str, type]:
 
 
 def available_architectures() -> list[str]:
-    from geoseg.instances.model import INSTANCE_ARCHITECTURES
+    from geoseg.models.maskrcnn import INSTANCE_ARCHITECTURES
 
     return sorted({*_OWN, *_smp_architectures(), *INSTANCE_ARCHITECTURES})
 
@@ -68,7 +68,7 @@ def create_model(
     """Build an untrained model; fails with the valid names on an unknown one."""
     name = architecture.lower()
     params = dict(params or {})
-    from geoseg.instances.model import create_instance_model, is_instance_architecture
+    from geoseg.models.maskrcnn import create_instance_model, is_instance_architecture
 
     if is_instance_architecture(name):
         return create_instance_model(name, encoder, in_channels, classes, params=params)

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from geoseg.errors import GeosegError
-from geoseg.scheduler import default_workers, silence_dask, workers_ignore_ctrl_c
+from geoseg.inference.scheduler import default_workers, silence_dask, workers_ignore_ctrl_c
 from geoseg.workflows.config import Cluster
 
 log = logging.getLogger("geoseg")

@@ -31,9 +31,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 
 from geoseg.errors import GeosegError
-from geoseg.evaluate import EvaluateOptions
-from geoseg.predict import PredictOptions
-from geoseg.vectorize import VectorizeOptions
+from geoseg.evaluation.evaluate import EvaluateOptions
+from geoseg.prediction import PredictOptions
+from geoseg.vector.vectorize import VectorizeOptions
 
 STEPS = ("predict", "vectorize", "evaluate")
 _RUN_OWNS = {"workers", "scheduler", "overwrite", "progress"}  # decided by the run, not by a step's options
@@ -244,7 +244,7 @@ def _parse_step(item, n: int, path: Path) -> Step:
 
 def _check_model(model: str, steps: list[str], path: Path) -> bool:
     """Check the model can be read and takes the steps; returns whether it is an instance bundle."""
-    from geoseg.bundle import is_instance_bundle, read_meta
+    from geoseg.models.bundle import is_instance_bundle, read_meta
 
     try:
         meta = read_meta(model)

@@ -6,7 +6,7 @@ import json
 import os
 from pathlib import Path
 
-from geoseg.output import atomic_write_text
+from geoseg.io.output import atomic_write_text
 
 
 def _rel(path: str, folder: Path) -> str:

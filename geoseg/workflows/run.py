@@ -4,8 +4,8 @@ The plan compares each scene and step with the ledger: a step runs when its
 scene is new or changed (content hash), its options or model changed, a step
 it depends on re-runs, its output is missing, or it failed or was interrupted
 last time; otherwise it is skipped. Each step calls geoseg's public function
-(:func:`geoseg.predict.predict`, :func:`geoseg.vectorize.vectorize`,
-:func:`geoseg.evaluate.evaluate`) with the cluster's client; predict saves
+(:func:`geoseg.prediction.predict`, :func:`geoseg.vector.vectorize.vectorize`,
+:func:`geoseg.evaluation.evaluate.evaluate`) with the cluster's client; predict saves
 finished chunks as it goes, so a killed run resumes mid-scene. A scene that
 fails is recorded with its error line and the others go on.
 """
@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from geoseg.errors import GeosegError
-from geoseg.inputs import output_stem, resolve_inputs
+from geoseg.io.inputs import output_stem, resolve_inputs
 from geoseg.workflows.config import WorkflowConfig
 from geoseg.workflows.ledger import Ledger, Record, config_hash, identity
 
@@ -103,15 +103,15 @@ def _reference_for(wf: WorkflowConfig, name: str) -> str | None:
     ref = wf.reference
     if ref is None or not os.path.isdir(ref):
         return ref
-    from geoseg.evaluate import RASTER_SUFFIXES, VECTOR_SUFFIXES, reference_stem
+    from geoseg.evaluation.evaluate import RASTER_SUFFIXES, VECTOR_SUFFIXES, reference_stem
 
     return next((str(p) for p in sorted(Path(ref).iterdir())
                  if p.suffix.lower() in RASTER_SUFFIXES + VECTOR_SUFFIXES and reference_stem(p) == name), None)
 
 
 def _model_hash(model: str) -> str:
-    from geoseg.bundle import resolve_bundle
     from geoseg.engines.cache import weights_hash
+    from geoseg.models.bundle import resolve_bundle
 
     b = resolve_bundle(model)
     return config_hash({"weights": weights_hash(b), "meta": (b / "geoseg.json").read_text()})
@@ -179,7 +179,7 @@ def _call_step(wf: WorkflowConfig, item: PlanItem, client, resources, progress: 
     name, folder = item.name, wf.output
     opts = wf.step(item.step)
     if item.step == "predict":
-        from geoseg.predict import predict
+        from geoseg.prediction import predict
 
         outs = predict(wf.model, [item.scene], folder,
                        opts.as_options(overwrite=True, progress=progress), client=client,
@@ -193,12 +193,12 @@ def _call_step(wf: WorkflowConfig, item: PlanItem, client, resources, progress: 
                           chunks=o.chunks or None, chunks_resumed=o.chunks_resumed if o.chunks else None,
                           pixels=pixels)
     if item.step == "vectorize":
-        from geoseg.vectorize import vectorize
+        from geoseg.vector.vectorize import vectorize
 
         out = vectorize(folder / f"{name}.classes.tif", folder / f"{name}.gpkg",
                         opts.as_options(overwrite=True, progress=progress), client=client)
         return StepResult(item.scene, name, item.step, "done", item.reason, outputs=[str(out)])
-    from geoseg.evaluate import evaluate
+    from geoseg.evaluation.evaluate import evaluate
 
     ref = _reference_for(wf, name)
     if ref is None:
@@ -214,8 +214,8 @@ def run_workflow(wf: WorkflowConfig, force: bool = False, progress: bool = False
     """Run the workflow; returns what each scene and step did (failures included, not raised)."""
     import dask
 
-    from geoseg import __version__
-    from geoseg.output import output_dir
+    from geoseg.io.output import output_dir
+    from geoseg.version import __version__
     from geoseg.workflows.clusters import connect
     from geoseg.workflows.report import write_run_report
     from geoseg.workflows.stac import write_stac
@@ -256,7 +256,7 @@ def run_workflow(wf: WorkflowConfig, force: bool = False, progress: bool = False
 
 
 def _execute(wf, items, ledger, run_id, conn, progress, echo, scenes) -> list[StepResult]:
-    from geoseg import __version__
+    from geoseg.version import __version__
 
     results: list[StepResult] = []
     failed: set[str] = set()

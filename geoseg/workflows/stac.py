@@ -19,7 +19,7 @@ from pathlib import Path
 
 import rasterio
 
-from geoseg.output import atomic_write_text
+from geoseg.io.output import atomic_write_text
 
 CLASSIFICATION = "https://stac-extensions.github.io/classification/v2.0.0/schema.json"
 MLM = "https://stac-extensions.github.io/mlm/v1.4.0/schema.json"
@@ -63,7 +63,7 @@ def model_item(model: str) -> dict:
     import pystac
     import torch
 
-    from geoseg.bundle import is_instance_bundle, read_meta, resolve_bundle
+    from geoseg.models.bundle import is_instance_bundle, read_meta, resolve_bundle
 
     bundle = resolve_bundle(model)
     meta = read_meta(bundle)

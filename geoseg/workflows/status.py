@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from geoseg.errors import GeosegError
-from geoseg.output import pid_alive
+from geoseg.io.output import pid_alive
 from geoseg.workflows.ledger import Ledger
 
 
@@ -45,8 +45,8 @@ def status(folder: str | os.PathLike) -> tuple[list[dict], list[dict]]:
             state = "stale"
         saved = None
         if state in ("running", "interrupted") and step == "predict":  # chunks saved so far, for resume
-            from geoseg.checkpoint import saved_chunks
-            from geoseg.inputs import output_stem
+            from geoseg.io.checkpoint import saved_chunks
+            from geoseg.io.inputs import output_stem
             from geoseg.workflows.run import CHECKPOINTS
 
             saved = sum(len(saved_chunks(d))

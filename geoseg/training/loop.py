@@ -22,22 +22,21 @@ import numpy as np
 import rasterio
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 
-from geoseg.bundle import META_NAME, BundleMeta, save_bundle
 from geoseg.classes import NODATA
 from geoseg.errors import GeosegError
-from geoseg.inference import resolve_device
-from geoseg.metrics import class_scores, confusion, overall_scores
+from geoseg.evaluation.metrics import class_scores, confusion, overall_scores
+from geoseg.inference.predictor import resolve_device
+from geoseg.io.output import output_dir, tmp_folder
+from geoseg.io.raster import ground_sample_distance
 from geoseg.models import create_model
+from geoseg.models.bundle import META_NAME, BundleMeta, save_bundle
 from geoseg.models.pretrained import load_encoder_weights
-from geoseg.output import output_dir, respect_umask, tmp_folder
-from geoseg.raster import ground_sample_distance
-from geoseg.train.config import TrainConfig, load_config
-from geoseg.train.data import ChipFolder, SceneChips, band_statistics, open_scene, read_labels
+from geoseg.training.checkpoints import CHECKPOINT, jsonable, load_checkpoint, save_checkpoint
+from geoseg.training.config import TrainConfig, load_config
+from geoseg.training.data import ChipFolder, SceneChips, band_statistics, open_scene, read_labels
 
 log = logging.getLogger("geoseg")
-CHECKPOINT = "checkpoint"
 
 
 def _loss(logits: torch.Tensor, target: torch.Tensor, kind: str, k: int) -> torch.Tensor:
@@ -74,7 +73,7 @@ def _pad32(x: np.ndarray) -> tuple[np.ndarray, int, int]:
 @torch.inference_mode()
 def validate(model, sources, cfg: TrainConfig, mean, std, device) -> np.ndarray:
     """Confusion matrix of the model on every held-out block (and validation scene)."""
-    from geoseg.raster import read_window
+    from geoseg.io.raster import read_window
 
     k = len(cfg.classes)
     cm = np.zeros((k, k), dtype=np.int64)
@@ -105,52 +104,10 @@ def _check_output(out: Path, cfg: TrainConfig, resume: bool, overwrite: bool) ->
             old = json.loads(meta.read_text()).get("extra", {}).get("train_config")
         except json.JSONDecodeError:
             old = None
-        if old != _jsonable(cfg.raw):
+        if old != jsonable(cfg.raw):
             raise GeosegError("holds a different model; pass --overwrite to replace it (or --resume)", out)
     elif out.exists() and any(out.iterdir()) and not meta.exists() and not overwrite:
         raise GeosegError("is not empty and holds no geoseg bundle; pass --overwrite to use it", out)
-
-
-def _jsonable(obj):
-    return json.loads(json.dumps(obj, default=str))
-
-
-def _save_checkpoint(out: Path, model, opt, sched, epoch: int, best: float, mean, std) -> None:
-    tmp = tmp_folder(out, "checkpoint")
-    state = opt.state_dict()
-    tensors = {f"{i}.{name}": v.detach().cpu().contiguous() for i, st in state["state"].items()
-               for name, v in st.items() if torch.is_tensor(v)}
-    scalars = {f"{i}.{name}": v for i, st in state["state"].items() for name, v in st.items() if not torch.is_tensor(v)}
-    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp / "model.safetensors"))
-    save_file(tensors or {"_empty": torch.zeros(1)}, str(tmp / "optimizer.safetensors"))
-    (tmp / "state.json").write_text(json.dumps({
-        "epoch": epoch, "best": best, "mean": list(mean), "std": list(std), "param_groups": state["param_groups"],
-        "optimizer_scalars": scalars, "scheduler": sched.state_dict(),
-    }, default=float))
-    respect_umask(tmp)
-    final = out / CHECKPOINT
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-
-
-def _load_checkpoint(out: Path, model, opt, sched) -> dict:
-    ck = out / CHECKPOINT
-    state = json.loads((ck / "state.json").read_text())
-    model.load_state_dict(load_file(str(ck / "model.safetensors")))
-    tensors = load_file(str(ck / "optimizer.safetensors"))
-    opt_state: dict = {}
-    for key, v in tensors.items():
-        if key == "_empty":
-            continue
-        i, name = key.split(".", 1)
-        opt_state.setdefault(int(i), {})[name] = v
-    for key, v in state["optimizer_scalars"].items():
-        i, name = key.split(".", 1)
-        opt_state.setdefault(int(i), {})[name] = v
-    opt.load_state_dict({"state": opt_state, "param_groups": state["param_groups"]})
-    sched.load_state_dict(state["scheduler"])
-    return state
 
 
 def train(config: str | Path | TrainConfig, output: str | Path, *, resume: bool = False, overwrite: bool = False,
@@ -170,10 +127,10 @@ def train(config: str | Path | TrainConfig, output: str | Path, *, resume: bool 
 
 
 def _train(cfg: TrainConfig, out: Path, resume: bool, progress: bool, stop_after: int | None) -> Path:
-    from geoseg.instances.model import is_instance_architecture
+    from geoseg.models.maskrcnn import is_instance_architecture
 
     if is_instance_architecture(cfg.model.architecture):
-        from geoseg.instances.train import train_instances
+        from geoseg.training.instances import train_instances
 
         return train_instances(cfg, out, resume, progress, stop_after)
     tc, k = cfg.train, len(cfg.classes)
@@ -251,7 +208,7 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, progress: bool, stop_after
              else torch.optim.lr_scheduler.LambdaLR(opt, lambda e: 1.0))
     start, best = 0, -1.0
     if resume:
-        st = _load_checkpoint(out, model, opt, sched)
+        st = load_checkpoint(out, model, opt, sched)
         start, best = st["epoch"] + 1, st["best"]
         log.info("%s: resuming after epoch %d", out, st["epoch"] + 1)
 
@@ -310,7 +267,7 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, progress: bool, stop_after
             extra = {"validation": {"epoch": epoch + 1, **scores,
                                     "iou": {c.name: (None if np.isnan(v) else float(v))
                                             for c, v in zip(cfg.classes, per["iou"])}},
-                     "train_config": _jsonable(cfg.raw)}
+                     "train_config": jsonable(cfg.raw)}
             if provenance:
                 extra["encoder_weights"] = provenance
             if init:
@@ -322,7 +279,7 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, progress: bool, stop_after
             for f in ("geoseg.json", "model.safetensors"):
                 os.replace(out / ".bundle-new" / f, out / f)
             shutil.rmtree(out / ".bundle-new", ignore_errors=True)
-        _save_checkpoint(out, model, opt, sched, epoch, best, mean, std)
+        save_checkpoint(out, model, opt, sched, epoch, best, mean, std)
         if stop_after is not None and epoch + 1 >= stop_after:
             return out
     if cfg.scenes and any(s.test for s in sources):
@@ -340,19 +297,19 @@ def _record_precision_check(out: Path, cfg: TrainConfig) -> None:
     import sys
 
     from geoseg.engines import installed
-    from geoseg.engines.check import _record
     from geoseg.engines.cpu import describe, native_bf16
+    from geoseg.models.bundle import record_precision_check
 
     if not installed("openvino") or not native_bf16():
         reason = "openvino is not installed" if not installed("openvino") else f"no native bf16 on {describe()}"
-        _record(out, {"bf16": {"skipped": reason}})
+        record_precision_check(out, {"bf16": {"skipped": reason}})
         return
     # In its own process: OpenVINO's thread pools and a training process's DataLoader workers do not mix (a
     # later run with loader workers crashed), and the check's memory is returned when it ends.
     cfg_file = tmp_folder(out, "check") / "config.json"
-    cfg_file.write_text(json.dumps({"raw": _jsonable(cfg.raw), "source": cfg.source or str(Path.cwd() / "x")}))
+    cfg_file.write_text(json.dumps({"raw": jsonable(cfg.raw), "source": cfg.source or str(Path.cwd() / "x")}))
     try:
-        r = subprocess.run([sys.executable, "-m", "geoseg.train.precision_check", str(out), str(cfg_file)],
+        r = subprocess.run([sys.executable, "-m", "geoseg.training.precision_check", str(out), str(cfg_file)],
                            capture_output=True, text=True)
     finally:
         shutil.rmtree(cfg_file.parent, ignore_errors=True)
@@ -365,11 +322,10 @@ def _record_precision_check(out: Path, cfg: TrainConfig) -> None:
 
 def precision_check(out: Path, cfg: TrainConfig) -> str:
     """The bf16 check itself (see _record_precision_check), run in a child process."""
-    from geoseg.bundle import read_meta
-    from geoseg.engines.check import _record
     from geoseg.engines.cpu import describe
-    from geoseg.inference import Predictor
-    from geoseg.raster import read_window
+    from geoseg.inference.predictor import Predictor
+    from geoseg.io.raster import read_window
+    from geoseg.models.bundle import read_meta, record_precision_check
 
     sources = [open_scene(s, cfg) for s in cfg.scenes]
     val_sources = [(s, s.validation_windows()) for s in sources]
@@ -405,7 +361,7 @@ def precision_check(out: Path, cfg: TrainConfig) -> str:
 
     a, b = fg_iou(cms["fp32"]), fg_iou(cms["bf16"])
     change = None if a is None or b is None else b - a
-    _record(out, {"bf16": {"engine": "openvino", "iou_fp32": a, "iou_bf16": b, "iou_change": change,
+    record_precision_check(out, {"bf16": {"engine": "openvino", "iou_fp32": a, "iou_bf16": b, "iou_change": change,
                            "data": "validation blocks", "cpu": describe()}})
     return ("bf16 check on the validation blocks: foreground IoU "
             f"{'–' if a is None else f'{a:.4f}'} fp32, {'–' if b is None else f'{b:.4f}'} bf16 "
@@ -416,7 +372,7 @@ def _init_from_bundle(model, cfg: TrainConfig) -> dict:
     """Start from another bundle's weights (fine-tuning); its first convolution is adapted to this band count."""
     from safetensors.torch import load_file as load_weights
 
-    from geoseg.bundle import WEIGHTS_NAME, read_meta, resolve_bundle
+    from geoseg.models.bundle import WEIGHTS_NAME, read_meta, resolve_bundle
     from geoseg.models.pretrained import fit_tensors
 
     path = resolve_bundle(cfg.model.init_from)
@@ -435,7 +391,7 @@ def _init_from_bundle(model, cfg: TrainConfig) -> dict:
 
 def _score_test_blocks(out: Path, test_sources, cfg: TrainConfig, device) -> None:
     """Score the saved (best-epoch) bundle on the test blocks and record it in its ``geoseg.json``."""
-    from geoseg.bundle import load_bundle
+    from geoseg.models.bundle import load_bundle
 
     bundle = load_bundle(out)
     model = bundle.model.to(device)

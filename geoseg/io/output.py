@@ -34,7 +34,7 @@ from rasterio.windows import Window
 
 from geoseg.classes import NODATA, ClassList
 from geoseg.errors import GeosegError
-from geoseg.raster import SceneInfo
+from geoseg.io.raster import SceneInfo
 
 BLOCK = 512
 log = logging.getLogger("geoseg")
@@ -336,7 +336,7 @@ def write_class_sidecars(final: Path, classes: ClassList) -> None:
     """
     from xml.sax.saxutils import escape
 
-    from geoseg.styles import paletted_raster_qml
+    from geoseg.io.styles import paletted_raster_qml
 
     qml, aux = class_sidecars(final)
     atomic_write_text(qml, paletted_raster_qml(classes))

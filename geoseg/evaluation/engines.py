@@ -9,7 +9,6 @@ else the IoU of the two class rasters). ``record`` writes the bf16 result into t
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -39,8 +38,8 @@ def combinations(include_slow: bool = False) -> list[tuple[str, str]]:
 
 
 def _sample_tiles(scene: str, meta, tile: int, n: int = 4) -> np.ndarray:
-    from geoseg.raster import inspect_scene, read_window
-    from geoseg.tiling import TileGrid
+    from geoseg.inference.tiling import TileGrid
+    from geoseg.io.raster import inspect_scene, read_window
 
     info = inspect_scene(scene, meta.bands)
     tiles = []
@@ -59,7 +58,7 @@ def _sample_tiles(scene: str, meta, tile: int, n: int = 4) -> np.ndarray:
 
 
 def _foreground_iou(a: np.ndarray, b: np.ndarray, classes) -> float:
-    from geoseg.metrics import class_scores, confusion
+    from geoseg.evaluation.metrics import class_scores, confusion
 
     k = len(classes)
     cm = confusion(b, a, k, valid=(a != 255) & (b != 255))
@@ -73,9 +72,9 @@ def check(bundle, scene: str, reference: str | None = None, tile_size: int | Non
           include_slow: bool = False, record: bool = False, work: str | os.PathLike | None = None) -> dict:
     import rasterio
 
-    from geoseg.bundle import read_meta, resolve_bundle
-    from geoseg.inference import get_predictor
-    from geoseg.predict import PredictOptions, predict
+    from geoseg.inference.predictor import get_predictor
+    from geoseg.models.bundle import read_meta, record_precision_check, resolve_bundle
+    from geoseg.prediction import PredictOptions, predict
 
     bundle = resolve_bundle(bundle)
     meta = read_meta(bundle)
@@ -98,7 +97,7 @@ def check(bundle, scene: str, reference: str | None = None, tile_size: int | Non
             logits = get_predictor(bundle, "cpu", engine, precision, tile, 1, os.cpu_count()).class_logits(sample)
             iou = None
             if reference is not None:
-                from geoseg.evaluate import EvaluateOptions, evaluate
+                from geoseg.evaluation.evaluate import EvaluateOptions, evaluate
 
                 rep = evaluate(res.classes, reference, work / f"eval-{engine}-{precision}",
                                EvaluateOptions(overwrite=True, audit=False, progress=False,
@@ -122,7 +121,7 @@ def check(bundle, scene: str, reference: str | None = None, tile_size: int | Non
         if bf16 is None:
             raise GeosegError("no bf16 run to record: this CPU has no native bf16 (or openvino is missing); "
                               "pass --include-slow to measure emulated bf16")
-        _record(bundle, {"bf16": {"engine": "openvino", "iou_fp32": base_iou, "iou_bf16": bf16["iou"],
+        record_precision_check(bundle, {"bf16": {"engine": "openvino", "iou_fp32": base_iou, "iou_bf16": bf16["iou"],
                                   "iou_change": bf16["iou_change"], "argmax_agreement": bf16["argmax_agreement"],
                                   "scene": Path(scene).name, "reference": Path(reference).name, "cpu": describe()}})
     return result
@@ -131,34 +130,3 @@ def check(bundle, scene: str, reference: str | None = None, tile_size: int | Non
 def _reference_class(meta) -> str | None:
     fg = [c.name for c in meta.classes if c.vectorize]
     return fg[0] if len(fg) == 1 else None
-
-
-def _record(bundle: Path, check: dict) -> None:
-    from geoseg.bundle import META_NAME
-    from geoseg.output import atomic_write_text
-
-    path = bundle / META_NAME
-    data = json.loads(path.read_text())
-    data.setdefault("extra", {}).setdefault("precision_check", {}).update(check)
-    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
-
-
-def compile_bundle(bundle, engine: str, tile_size: int | None = None) -> Path:
-    """``geoseg model compile``: the conversion written beside the bundle (``BUNDLE/engines/``)."""
-    from geoseg.bundle import load_bundle, resolve_bundle
-    from geoseg.engines import cache, check_engine
-    from geoseg.engines.runtime import convert
-
-    check_engine(engine, "fp32")
-    if engine not in ("openvino", "onnxruntime"):
-        raise GeosegError(f"model compile converts for openvino or onnxruntime, not {engine}")
-    if not installed(engine):
-        raise GeosegError(f"--engine {engine} needs the {engine} package: pip install geoseg[{engine}]")
-    path = resolve_bundle(bundle)
-    b = load_bundle(path)
-    tile = tile_size or b.meta.tile_size
-    target = path / "engines" / cache.weights_hash(path)[:16] / cache.artifact_name(engine, tile, b.meta.in_channels)
-    try:
-        return convert(path, b.model, engine, tile, b.meta.in_channels, target=target)
-    except PermissionError:
-        raise GeosegError("is read-only; without model compile the conversion goes to the user cache", path) from None

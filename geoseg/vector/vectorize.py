@@ -4,7 +4,7 @@ Each chunk (a Dask task) labels the connected components of every class to
 vectorize (4- or 8-connectivity) and traces their boundary rings in pixel
 coordinates, where every vertex is an integer and pieces of one component
 from neighbouring chunks share their seam edges exactly. Labelling and
-tracing are compiled (:mod:`geoseg._trace`) and release the GIL, so chunks
+tracing are compiled (:mod:`geoseg.vector.tracing`) and release the GIL, so chunks
 polygonize in parallel threads; the rings become shapely polygons in one
 vectorized call. The task returns its
 pieces and the labels along its four edges. Components that touch no seam are
@@ -31,15 +31,15 @@ import shapely
 from rasterio.errors import RasterioError
 from rasterio.transform import Affine
 
-from geoseg import _command_module, _trace
 from geoseg.classes import NODATA, ClassList, SegClass, default_color, load_classes
 from geoseg.errors import GeosegError
+from geoseg.inference.scheduler import open_runner, progress_bar, run_graph
+from geoseg.inference.tiling import Chunk, chunk_grid
+from geoseg.io.output import check_writable, tmp_name, vector_write_errors, write_error
+from geoseg.io.raster import pixel_placement
+from geoseg.io.styles import fill_qml, write_layer_styles
 from geoseg.options import check_options
-from geoseg.output import check_writable, tmp_name, vector_write_errors, write_error
-from geoseg.raster import pixel_placement
-from geoseg.scheduler import open_runner, progress_bar, run_graph
-from geoseg.styles import fill_qml, write_layer_styles
-from geoseg.tiling import Chunk, chunk_grid
+from geoseg.vector import tracing
 
 log = logging.getLogger("geoseg")
 
@@ -141,9 +141,9 @@ def polygonize_chunk(job: VectorJob, chunk: Chunk) -> ChunkPieces:
     skip = np.isin(code_value, np.asarray(job.exclude, dtype=np.int64))
     counts = np.bincount(codes.ravel(), minlength=len(code_value))
     values = {int(code_value[c]): int(counts[c]) for c in np.nonzero(counts)[0]}
-    lab4, code4, pixels4 = _trace.label_values(codes, skip, False)
+    lab4, code4, pixels4 = tracing.label_values(codes, skip, False)
     if job.connectivity == 8:
-        labels, code8, pixels = _trace.label_values(codes, skip, True)
+        labels, code8, pixels = tracing.label_values(codes, skip, True)
         group = np.zeros(len(code4), dtype=np.int32)
         group[lab4.ravel()] = labels.ravel()  # every 4-connected piece lies in one 8-connected label
         group[0] = 0
@@ -159,7 +159,7 @@ def polygonize_chunk(job: VectorJob, chunk: Chunk) -> ChunkPieces:
         planes = np.concatenate([probs, np.zeros((1,) + probs.shape[1:], probs.dtype)])
         px = np.take_along_axis(planes, band[codes][None], axis=0)[0]
         label_conf = np.bincount(labels.ravel(), weights=px.ravel() / 255.0, minlength=n_labels)
-    piece_label, piece_geom = _trace.polygons(lab4, win.col_off, win.row_off)  # integer pixel coordinates
+    piece_label, piece_geom = tracing.polygons(lab4, win.col_off, win.row_off)  # integer pixel coordinates
     if group is not None:
         piece_label = group[piece_label]
     edges = {"top": labels[0].copy(), "bottom": labels[-1].copy(), "left": labels[:, 0].copy(),
@@ -357,7 +357,7 @@ def merge_pieces(geoms: list, seams_x: np.ndarray, seams_y: np.ndarray) -> shape
     return merged
 
 
-class _Measure:
+class GroundMeasure:
     """Ground areas and lengths: planar in projected CRSs, geodesic in geographic ones."""
 
     def __init__(self, crs, transform: Affine) -> None:
@@ -397,7 +397,7 @@ class _LayerWriter:
 
     FLUSH = 20_000
 
-    def __init__(self, path: Path, classes: ClassList, crs, measure: _Measure, source: str,
+    def __init__(self, path: Path, classes: ClassList, crs, measure: GroundMeasure, source: str,
                  options: VectorizeOptions) -> None:
         self.path, self.classes, self.crs, self.measure = path, classes, crs, measure
         self.source, self.options = source, options
@@ -484,7 +484,7 @@ class _LayerWriter:
         return {self.layer_name(cid): fill_qml(self.layer_class(cid)) for cid in sorted(self.written)}
 
 
-def _fill_holes(geom: shapely.Geometry, max_area: float, m: _Measure) -> shapely.Geometry:
+def _fill_holes(geom: shapely.Geometry, max_area: float, m: GroundMeasure) -> shapely.Geometry:
     polys = shapely.get_parts(geom)
     out = []
     for p in polys:
@@ -494,7 +494,7 @@ def _fill_holes(geom: shapely.Geometry, max_area: float, m: _Measure) -> shapely
     return out[0] if len(out) == 1 else shapely.MultiPolygon(out)
 
 
-def _simplify(feats: Features, metres: float, m: _Measure) -> Features:
+def _simplify(feats: Features, metres: float, m: GroundMeasure) -> Features:
     """Coverage simplification of every class together: shared edges stay shared."""
     if not len(feats):
         return feats
@@ -567,7 +567,7 @@ def vectorize(raster: str | os.PathLike, output: str | os.PathLike, options: Vec
     grid = chunk_grid(height, width, options.chunk_size)
     check_writable(output.parent)
     tmp = tmp_name(output, "partial.gpkg")
-    measure = _Measure(crs, transform)
+    measure = GroundMeasure(crs, transform)
     writer = _LayerWriter(tmp, classes, crs, measure, options.source or Path(raster).name, options)
     collector = _Collector(grid, options.connectivity == 8, writer, hold_all=False)
     bar = progress_bar(sum(len(r) for r in grid), Path(raster).name, options.progress)
@@ -620,5 +620,3 @@ def _probs_beside(raster: str) -> str | None:
 
 __all__ = ["VectorizeOptions", "merge_pieces", "vectorize"]
 
-
-_command_module(__name__)  # ``geoseg.vectorize(...)`` calls vectorize() (see geoseg/__init__.py)

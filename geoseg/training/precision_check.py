@@ -1,5 +1,5 @@
-"""``python -m geoseg.train.precision_check BUNDLE CONFIG.json``: the bf16 check of a trained bundle, in its own
-process (see ``geoseg.train.loop._record_precision_check``)."""
+"""``python -m geoseg.training.precision_check BUNDLE CONFIG.json``: the bf16 check of a trained bundle, in its own
+process (see ``geoseg.training.loop._record_precision_check``)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 
 
 def main(argv: list[str]) -> None:
-    from geoseg.train.config import parse_config
-    from geoseg.train.loop import precision_check
+    from geoseg.training.config import parse_config
+    from geoseg.training.loop import precision_check
 
     bundle, cfg_file = Path(argv[0]), Path(argv[1])
     data = json.loads(cfg_file.read_text())

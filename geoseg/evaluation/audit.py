@@ -10,7 +10,7 @@ import numpy as np
 import shapely
 
 from geoseg.classes import ClassList, SegClass
-from geoseg.styles import fill_qml, write_layer_styles
+from geoseg.io.styles import fill_qml, write_layer_styles
 
 KIND_COLORS = {"tp": "#1a9641", "fp": "#d7191c", "fn": "#2c7bb6"}
 GRID_ALPHA = 128  # of 255: the IoU grid's fill lets the imagery show through
@@ -20,7 +20,7 @@ def write_audit(path: Path, audits: list, classes: ClassList, options) -> None:
     """Vectorize each scene's TP/FP/FN rasters into one layer per class and kind, plus the grid."""
     import pyogrio
 
-    from geoseg.vectorize import VectorizeOptions, vectorize
+    from geoseg.vector.vectorize import VectorizeOptions, vectorize
 
     styles: dict[str, str] = {}
     wanted = [c for c in classes if c.vectorize]

@@ -1,15 +1,17 @@
-"""Tiled, blended, Dask-scheduled prediction of GeoTIFF scenes.
+"""One scene through a semantic bundle: the block graph, the blend, the class and probability COGs.
 
 Each scene is cut into blocks of whole tiles of one global tile grid
-(:mod:`geoseg.tiling`). Two Dask tasks per block: the first reads its window
+(:mod:`geoseg.inference.tiling`). Two Dask tasks per block: the first reads its window
 and runs its tiles through the model in batches, keeping each pixel's class
-where one tile covers it and fixed-point blend votes (:mod:`geoseg.blending`)
+where one tile covers it and fixed-point blend votes (:mod:`geoseg.inference.blending`)
 in the overlap bands; these tasks depend on nothing, so every worker has
 model work from the start. The second adds the votes that the upper and left
 blocks' tiles cast into it (``overlap``-wide strips), finishes the block's
 chunk and hands its own strips on, so no tile runs twice and the cheap
 finishing tasks run as a wavefront. Chunks are written as they finish, and
 memory depends on the chunk size, not on the scene size.
+
+:func:`geoseg.prediction.predict` checks the scenes and calls :func:`predict_scene` for each.
 """
 
 from __future__ import annotations
@@ -22,81 +24,21 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+from geoseg.inference._blend_ext import argmax_votes, fold_tile, normalize
 
-from geoseg import _command_module
-from geoseg._blend_ext import argmax_votes, fold_tile, normalize
-from geoseg.blending import check_blend, scaled_tile_weights
-from geoseg.bundle import check_tiling, is_instance_bundle, load_bundle, read_meta, resolve_bundle
-from geoseg.checkpoint import ChunkStore, store_key
 from geoseg.classes import NODATA, ClassList
-from geoseg.errors import GeosegError
-from geoseg.fit import check_fit
-from geoseg.inference import get_predictor, resolve_device
-from geoseg.inputs import output_stem, resolve_inputs
-from geoseg.options import check_options
-from geoseg.output import (
-    ChunkWriter,
-    class_sidecars,
-    decorate_classes,
-    decorate_probabilities,
-    output_dir,
-    write_class_sidecars,
-)
-from geoseg.raster import GDAL_CACHE_MB, SceneInfo, gdal_cache, inspect_scene, read_window
-from geoseg.scheduler import Runner, open_runner, progress_bar, run_graph
-from geoseg.tiling import Block, TileGrid, pad_tile
+from geoseg.inference.blending import check_blend, scaled_tile_weights
+from geoseg.inference.predictor import default_batch_size, get_predictor, resolve_device
+from geoseg.inference.scheduler import Runner, progress_bar, run_graph
+from geoseg.inference.tiling import Block, TileGrid, pad_tile
+from geoseg.io.checkpoint import ChunkStore, store_key
+from geoseg.io.inputs import output_stem
+from geoseg.io.output import ChunkWriter, class_sidecars, decorate_classes, decorate_probabilities, write_class_sidecars
+from geoseg.io.raster import SceneInfo, read_window
 
 log = logging.getLogger("geoseg")
-# Instance runs read each block once and keep no votes to hand on: a smaller block cache keeps their
-# memory flat from small scenes to large ones (measured: bench/instances.py)
-INSTANCE_GDAL_CACHE_MB = 32
 # pixel types the compiled tile normaliser reads directly (others go through float64)
 _PIXEL_TYPES = tuple(np.dtype(t) for t in ("u1", "i1", "u2", "i2", "u4", "i4", "u8", "i8", "f4", "f8"))
-
-
-@dataclass(frozen=True)
-class PredictOptions:
-    """Options shared by every command that runs a model over rasters."""
-
-    tile_size: int | None = None  # default: the bundle's
-    overlap: int | None = None  # default: the bundle's
-    blend: str = "cosine"
-    chunk_size: int = 2048
-    workers: int | None = None
-    scheduler: str | None = None
-    device: str = "auto"
-    engine: str = "auto"  # auto (the fastest exact engine installed), torch, openvino, onnxruntime
-    precision: str = "auto"  # auto (fp32 unless the bundle validated bf16 on a bf16 CPU), fp32, bf16, fp16
-    batch_size: int | None = None  # default: 8 on CUDA, 1 on the CPU (batching buys nothing there)
-    probabilities: bool = False
-    overviews: str = "nearest"  # resampling of the class COG's overviews: nearest or mode
-    overwrite: bool = False
-    allow_no_crs: bool = False
-    progress: bool = True
-    strict: bool = False  # a scene that does not fit the model (bands, type, values, GSD) is an error
-    # instance bundles only (None: the default; given with a semantic bundle, an error)
-    score_threshold: float | None = None  # detections below are dropped (default 0.5)
-    mask_threshold: float | None = None  # mask probability that counts as inside (default 0.5)
-    max_object_size: str | None = None  # pixels or metres ("12m"); the overlap must be at least this
-    coco_results: str | None = None  # also write the instances as a COCO results JSON here
-
-    def __post_init__(self) -> None:
-        check_blend(self.blend)
-        check_options(self)
-        from geoseg.engines import check_engine
-
-        check_engine(self.engine, self.precision)
-        if self.overviews not in ("nearest", "mode"):
-            raise GeosegError(f"--overviews must be nearest or mode, got {self.overviews!r}")
-        for name in ("score_threshold", "mask_threshold"):
-            v = getattr(self, name)
-            if v is not None and not 0 <= v <= 1:
-                raise GeosegError(f"--{name.replace('_', '-')} must be in [0, 1], got {v}")
-
-    def instance_options(self) -> list[str]:
-        """The instance-only options that were given."""
-        return ["--" + n.replace("_", "-") for n in ("score_threshold", "mask_threshold", "max_object_size",
-                                                     "coco_results") if getattr(self, n) is not None]
 
 
 @dataclass(frozen=True)
@@ -191,7 +133,7 @@ def infer_block(job: SceneJob, block: Block) -> BlockVotes:
     argmaxed by :func:`finish_block`, only in the overlap bands between tiles.
     Both give exactly what summing every vote would. The per-pixel work around
     the forward pass (normalising, argmax, votes) is compiled
-    (``geoseg/_blend_ext.pyx``) and runs without the GIL.
+    (``geoseg/inference/_blend_ext.pyx``) and runs without the GIL.
     """
     g, k, ov, size = job.grid, job.num_classes, job.grid.overlap, job.grid.tile_size
     data, valid = read_window(job.scene, block.read_window, job.bands)  # native dtype
@@ -299,19 +241,6 @@ def finish_block(job: SceneJob, block: Block, votes: BlockVotes, top: np.ndarray
     return BlockResult(classes, probs, bottom, right, votes.n_tiles)
 
 
-def engine_streams(runner: Runner) -> int:
-    """How many threads of one process call the engine at once: the Dask threads, or one per process."""
-    return runner.workers if runner.scheduler == "threads" else 1
-
-
-def default_batch_size(device: str) -> int:
-    from geoseg.inference import resolve_device
-
-    # On the CPU a batch buys nothing (measured: batch 1 or 2 per forward take the same time per
-    # tile), and each concurrent worker's activations cost memory.
-    return 8 if resolve_device(device).type == "cuda" else 1
-
-
 def _strip(result: BlockResult, side: str) -> np.ndarray | None:
     return getattr(result, side)
 
@@ -355,40 +284,17 @@ def block_graph(job: SceneJob, blocks: list[list[Block]], store: ChunkStore | No
     return out
 
 
-@dataclass
-class SceneOutputs:
-    scene: str
-    classes: Path | None
-    probabilities: Path | None
-    skipped: bool = False  # the outputs existed and were kept
-    instances: Path | None = None  # NAME.instances.tif (instance bundles)
-    instances_gpkg: Path | None = None  # NAME.instances.gpkg
-    chunks: int = 0  # chunks of the scene
-    chunks_resumed: int = 0  # of which an earlier, killed run had saved (see ``checkpoint``)
-
-    @property
-    def files(self) -> list[Path]:
-        return [p for p in (self.classes, self.probabilities, self.instances, self.instances_gpkg) if p is not None]
-
-
-def output_paths(out_dir: Path, scene: str | os.PathLike, probabilities: bool, instances: bool = False) -> SceneOutputs:
-    stem = output_stem(scene)
-    if instances:
-        return SceneOutputs(os.fspath(scene), None, None, instances=out_dir / f"{stem}.instances.tif",
-                            instances_gpkg=out_dir / f"{stem}.instances.gpkg")
-    return SceneOutputs(os.fspath(scene), out_dir / f"{stem}.classes.tif",
-                        out_dir / f"{stem}.probs.tif" if probabilities else None)
-
-
-def predict_scene(info: SceneInfo, bundle: str | os.PathLike, classes: ClassList, out: SceneOutputs,
-                  options: PredictOptions, runner: Runner, tile_size: int, overlap: int,
+def predict_scene(info: SceneInfo, bundle: str | os.PathLike, classes: ClassList, out,
+                  options, runner: Runner, tile_size: int, overlap: int,
                   bands: tuple[int, ...], mean: tuple[float, ...], std: tuple[float, ...],
-                  choice=None, checkpoint: Path | None = None) -> SceneOutputs:
+                  choice=None, checkpoint: Path | None = None):
     """Predict one checked scene into ``out``; nothing is left behind on failure.
 
+    ``out`` and ``options`` are the run's :class:`geoseg.prediction.SceneOutputs` and
+    :class:`geoseg.prediction.PredictOptions`; the returned outputs add the chunk counts.
     ``choice``: the engine and precision (:func:`geoseg.engines.resolve`; default torch fp32).
     ``checkpoint``: a folder where finished chunks are saved as they come (see
-    :mod:`geoseg.checkpoint`); a run killed mid-scene resumes from them.
+    :mod:`geoseg.io.checkpoint`); a run killed mid-scene resumes from them.
     """
     grid = TileGrid(info.height, info.width, tile_size, overlap)
     job = SceneJob(
@@ -398,7 +304,7 @@ def predict_scene(info: SceneInfo, bundle: str | os.PathLike, classes: ClassList
         probabilities=options.probabilities,
         torch_threads=runner.torch_threads,
         engine=choice.engine if choice else "torch", precision=choice.precision if choice else "fp32",
-        streams=engine_streams(runner),
+        streams=runner.engine_streams,
     )
     blocks = grid.blocks(options.chunk_size)
     n_blocks = sum(map(len, blocks))
@@ -453,7 +359,7 @@ def predict_scene(info: SceneInfo, bundle: str | os.PathLike, classes: ClassList
     return replace(out, chunks=n_blocks, chunks_resumed=len(done))
 
 
-def _scene_store(checkpoint: Path, job: SceneJob, options: PredictOptions) -> ChunkStore:
+def _scene_store(checkpoint: Path, job: SceneJob, options) -> ChunkStore:
     """The scene's chunk store, keyed by everything its chunks depend on."""
     from geoseg.engines.cache import weights_hash
 
@@ -466,118 +372,3 @@ def _scene_store(checkpoint: Path, job: SceneJob, options: PredictOptions) -> Ch
         precision=job.precision, device=resolve_device(job.device).type,
     ))
     return ChunkStore(Path(checkpoint) / f"{output_stem(job.scene.path)}-{key}")
-
-
-def predict(bundle: str | os.PathLike, inputs: list[str] | str, out_dir: str | os.PathLike,
-            options: PredictOptions | None = None, client: object | None = None,
-            checkpoint: str | os.PathLike | None = None, resources: dict | None = None) -> list[SceneOutputs]:
-    """Predict every scene of ``inputs`` (files, folders or globs) into ``out_dir``.
-
-    Returns the outputs written (scenes skipped because their outputs exist are
-    included). Every scene is checked before any is processed. ``checkpoint``:
-    a folder for finished chunks, so that a killed run resumes from them (semantic
-    bundles). ``resources``: Dask resources each model task needs on a cluster
-    (default: ``{"GPU": 1}`` when a worker declares GPUs).
-    """
-    options = options or PredictOptions()
-    bundle = resolve_bundle(bundle)
-    meta = read_meta(bundle)
-    tile = meta.tile_size if options.tile_size is None else options.tile_size
-    overlap = meta.overlap if options.overlap is None else options.overlap
-    check_tiling(tile, overlap)
-    instance = is_instance_bundle(meta)
-    if not instance and options.instance_options():
-        raise GeosegError(f"{', '.join(options.instance_options())} apply to instance bundles; this is a semantic "
-                          f"model ({meta.architecture})", bundle)
-    if instance and options.probabilities:
-        raise GeosegError(f"--probabilities applies to semantic bundles; this is an instance model "
-                          f"({meta.architecture}): it writes NAME.instances.tif and NAME.instances.gpkg", bundle)
-    scenes = resolve_inputs(inputs, options.allow_no_crs)
-    if any(Path(s).parent.resolve() == Path(out_dir).resolve() for s in scenes):
-        log.warning("%s: the output folder is also an input folder; geoseg's own outputs there "
-                    "(*.classes.tif, *.probs.tif) are never taken as scenes", out_dir)
-    infos = [inspect_scene(s, meta.bands, options.allow_no_crs) for s in scenes]
-    _check_unique_stems(scenes)
-    if instance:
-        from geoseg.instances.predict import check_overlap, max_object_pixels
-
-        for info in infos:
-            check_overlap(overlap, max_object_pixels(options.max_object_size, info,
-                                                     meta.extra.get("max_object_size")), info)
-    for info in infos:
-        problems = check_fit(info, meta)
-        if problems and options.strict:
-            raise GeosegError(f"does not fit the model: {'; '.join(problems)}", info.path)
-        if problems:
-            log.warning("%s: does not fit the model: %s (--strict makes this an error)", info.path,
-                        "; ".join(problems))
-
-    done = []
-    import torch
-
-    threads = torch.get_num_threads()  # local workers set their share; the caller's setting comes back
-    with output_dir(out_dir) as out_dir, open_runner(options.scheduler, options.workers, client, resources) as runner, \
-            _restore_torch_threads(threads), gdal_cache(INSTANCE_GDAL_CACHE_MB if instance else GDAL_CACHE_MB):
-        # Load the weights here first: a broken bundle fails before any scene is touched, and
-        # local schedulers then reuse this process's predictor.
-        from geoseg.engines import resolve as resolve_engine
-
-        choice = resolve_engine(options.engine, "fp32" if instance and options.precision == "auto"
-                                else options.precision, meta, resolve_device(options.device).type)
-        log.info("engine %s, precision %s", choice.engine, choice.precision)
-        if runner.distributed:
-            load_bundle(bundle)
-            if choice.engine != "torch":  # convert here once, before the workers each need it
-                get_predictor(bundle, options.device, choice.engine, choice.precision, tile, 1,
-                              runner.torch_threads)
-        elif instance:
-            from geoseg.instances.predictor import get_instance_predictor
-
-            get_instance_predictor(bundle, options.device)
-        else:
-            get_predictor(bundle, options.device, choice.engine, choice.precision, tile, engine_streams(runner),
-                          runner.torch_threads)
-        results = []
-        for n, info in enumerate(infos, 1):
-            out = output_paths(out_dir, info.path, options.probabilities, instance)
-            if not options.overwrite and all(p.exists() for p in out.files) and not options.coco_results:
-                done.append(replace(out, skipped=True))
-                continue
-            log.info("%s: %dx%d px -> %s", info.path, info.width, info.height, out.files[0])
-            if instance:
-                from geoseg.instances.predict import predict_instances_scene
-
-                results += predict_instances_scene(info, bundle, meta.classes, out, options, runner, tile, overlap,
-                                                   meta.bands, meta.mean, n if options.coco_results else None)
-            else:
-                out = predict_scene(info, bundle, meta.classes, out, options, runner, tile, overlap,
-                                    meta.bands, meta.mean, meta.std, choice,
-                                    None if checkpoint is None else Path(checkpoint))
-            done.append(out)
-        if options.coco_results:  # image_id: the scene's number in the run, in input order
-            from geoseg.instances.io import write_json
-
-            write_json(Path(options.coco_results), results)
-    return done
-
-
-@contextlib.contextmanager
-def _restore_torch_threads(n: int):
-    import torch
-
-    try:
-        yield
-    finally:
-        torch.set_num_threads(n)
-
-
-def _check_unique_stems(scenes: list[str]) -> None:
-    seen: dict[str, str] = {}
-    for s in scenes:
-        stem = output_stem(s)
-        if stem in seen:
-            raise GeosegError(f"has the same output name {stem!r} as {seen[stem]}; predict them into different folders", s)
-        seen[stem] = s
-
-
-_command_module(__name__)  # ``geoseg.predict(...)`` calls predict() (see geoseg/__init__.py)

@@ -21,13 +21,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from geoseg.bundle import META_NAME, BundleMeta, save_bundle
 from geoseg.errors import GeosegError
-from geoseg.inference import resolve_device
-from geoseg.labels import VectorLabels, read_instances
-from geoseg.raster import ground_sample_distance, read_window
-from geoseg.train.config import TrainConfig
-from geoseg.train.data import SceneChips, augment, band_statistics, open_scene
+from geoseg.inference.predictor import resolve_device
+from geoseg.io.raster import ground_sample_distance, read_window
+from geoseg.models.bundle import META_NAME, BundleMeta, save_bundle
+from geoseg.training.config import TrainConfig
+from geoseg.training.data import SceneChips, augment, band_statistics, open_scene
+from geoseg.vector.labels import VectorLabels, read_instances
 
 log = logging.getLogger("geoseg")
 MIN_PIXELS = 4  # instances smaller than this in a chip are not targets
@@ -177,7 +177,7 @@ def validate(model, items, cfg: TrainConfig, device) -> dict:
     from pycocotools import mask as mask_utils
 
     from geoseg.benchmarks.coco import coco_eval
-    from geoseg.metrics import match_objects
+    from geoseg.evaluation.metrics import match_objects
 
     model.eval()
     images, gts, dts = [], [], []
@@ -220,8 +220,8 @@ def validate(model, items, cfg: TrainConfig, device) -> dict:
 
 
 def train_instances(cfg: TrainConfig, out: Path, resume: bool, progress: bool, stop_after: int | None) -> Path:
-    from geoseg.instances.model import create_instance_model
-    from geoseg.train.loop import CHECKPOINT, _jsonable, _load_checkpoint, _save_checkpoint
+    from geoseg.models.maskrcnn import create_instance_model
+    from geoseg.training.checkpoints import CHECKPOINT, jsonable, load_checkpoint, save_checkpoint
 
     tc = cfg.train
     coco = cfg.chips.coco if cfg.chips is not None else None
@@ -272,7 +272,7 @@ def train_instances(cfg: TrainConfig, out: Path, resume: bool, progress: bool, s
              else torch.optim.lr_scheduler.LambdaLR(opt, lambda e: 1.0))
     start, best = 0, -1.0
     if resume:
-        st = _load_checkpoint(out, model, opt, sched)
+        st = load_checkpoint(out, model, opt, sched)
         start, best = st["epoch"] + 1, st["best"]
     import rasterio
 
@@ -318,12 +318,12 @@ def train_instances(cfg: TrainConfig, out: Path, resume: bool, progress: bool, s
             best = max(best, score)
             extra = {"validation": {"epoch": epoch + 1, **{k: (None if isinstance(x, float) and np.isnan(x) else x)
                                                             for k, x in v.items()}},
-                     "train_config": _jsonable(cfg.raw), "input": {"dtype": dtype}}
+                     "train_config": jsonable(cfg.raw), "input": {"dtype": dtype}}
             save_bundle(model, replace(meta, extra=extra), out / ".bundle-new", overwrite=True)
             for f in ("geoseg.json", "model.safetensors"):
                 os.replace(out / ".bundle-new" / f, out / f)
             shutil.rmtree(out / ".bundle-new", ignore_errors=True)
-        _save_checkpoint(out, model, opt, sched, epoch, best, mean, std)
+        save_checkpoint(out, model, opt, sched, epoch, best, mean, std)
         if stop_after is not None and epoch + 1 >= stop_after:
             return out
     return out

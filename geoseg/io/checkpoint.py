@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from geoseg.errors import GeosegError
-from geoseg.output import clean_stale, tmp_name
+from geoseg.io.output import clean_stale, tmp_name
 
 log = logging.getLogger("geoseg")
 _ARRAYS = ("classes", "probabilities", "bottom", "right")

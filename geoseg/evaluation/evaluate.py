@@ -27,15 +27,14 @@ from rasterio.errors import RasterioError
 from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
 
-from geoseg import _command_module
 from geoseg.classes import NODATA, ClassList, SegClass, load_classes, slugify
 from geoseg.errors import GeosegError
-from geoseg.labels import VECTOR_SUFFIXES, Grid, RasterLabels, VectorLabels, is_vector, read_vectors
-from geoseg.metrics import Confusion, match_objects
+from geoseg.evaluation.metrics import Confusion, match_objects
+from geoseg.inference.scheduler import open_runner, progress_bar, run_graph
+from geoseg.inference.tiling import Chunk, chunk_grid
+from geoseg.io.output import clean_stale, output_dir, tmp_folder, vector_write_errors, write_error
 from geoseg.options import check_options
-from geoseg.output import clean_stale, output_dir, tmp_folder, vector_write_errors, write_error
-from geoseg.scheduler import open_runner, progress_bar, run_graph
-from geoseg.tiling import Chunk, chunk_grid
+from geoseg.vector.labels import VECTOR_SUFFIXES, Grid, RasterLabels, VectorLabels, is_vector, read_vectors
 
 log = logging.getLogger("geoseg")
 RASTER_SUFFIXES = (".tif", ".tiff")
@@ -459,7 +458,7 @@ def _class_polygons(src, grid: Grid, cls: SegClass, path: str) -> list:
     """Objects of one class: features for vectors, 8-connected components for rasters."""
     if isinstance(src, VectorLabels):
         return [shapely.make_valid(g) for g, i in zip(src.geoms, src.ids) if i == cls.id]
-    from geoseg.vectorize import VectorizeOptions, vectorize
+    from geoseg.vector.vectorize import VectorizeOptions, vectorize
 
     # components via the vectorize engine, so the object definition is the map's
     with tempfile.TemporaryDirectory() as tmp:
@@ -568,7 +567,7 @@ def evaluate(prediction: str | os.PathLike, reference: str | os.PathLike, output
 
     Returns the report as a dict (the content of ``report.json``).
     """
-    from geoseg.report import build_report, write_reports
+    from geoseg.evaluation.report import build_report, write_reports
 
     options = options or EvaluateOptions()
     prediction, reference, out = os.fspath(prediction), os.fspath(reference), Path(output)
@@ -597,7 +596,7 @@ def evaluate(prediction: str | os.PathLike, reference: str | os.PathLike, output
                     audits.append((res, codes))
             report = build_report(results, classes, options)
             if options.audit:
-                from geoseg.audit import write_audit
+                from geoseg.evaluation.audit import write_audit
 
                 try:
                     write_audit(work / "audit.gpkg", audits, classes, options)
@@ -616,5 +615,3 @@ def evaluate(prediction: str | os.PathLike, reference: str | os.PathLike, output
             shutil.rmtree(work, ignore_errors=True)
     return report
 
-
-_command_module(__name__)  # ``geoseg.evaluate(...)`` calls evaluate() (see geoseg/__init__.py)

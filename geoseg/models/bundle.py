@@ -22,11 +22,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from geoseg import __version__
 from geoseg.classes import ClassList
 from geoseg.errors import GeosegError
+from geoseg.io.output import clean_stale, respect_umask, tmp_folder
 from geoseg.models import create_model, output_stride
-from geoseg.output import clean_stale, respect_umask, tmp_folder
+from geoseg.version import __version__
 
 META_NAME = "geoseg.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -189,14 +189,14 @@ class Bundle:
 
 
 def is_instance_bundle(meta: BundleMeta) -> bool:
-    from geoseg.instances.model import is_instance_architecture
+    from geoseg.models.maskrcnn import is_instance_architecture
 
     return is_instance_architecture(meta.architecture)
 
 
 def build_model(meta: BundleMeta) -> nn.Module:
     if is_instance_bundle(meta):  # the transform normalises and the tile size is native: both from the bundle
-        from geoseg.instances.model import create_instance_model
+        from geoseg.models.maskrcnn import create_instance_model
 
         return create_instance_model(meta.architecture, meta.encoder, meta.in_channels, meta.num_classes,
                                      meta.mean, meta.std, meta.tile_size, meta.arch_params)
@@ -360,3 +360,13 @@ def init_bundle(architecture: str, output: str | os.PathLike, *, encoder: str = 
     torch.manual_seed(seed)
     model = build_model(meta)
     return save_bundle(model, meta, output, overwrite=overwrite)
+
+
+def record_precision_check(bundle: Path, check: dict) -> None:
+    """Merge ``check`` into the bundle's ``extra.precision_check`` (what ``--precision auto`` reads), atomically."""
+    from geoseg.io.output import atomic_write_text
+
+    path = Path(bundle) / META_NAME
+    data = json.loads(path.read_text())
+    data.setdefault("extra", {}).setdefault("precision_check", {}).update(check)
+    atomic_write_text(path, json.dumps(data, indent=2) + "\n")

@@ -13,8 +13,8 @@ import numpy as np
 import rasterio
 from rasterio.windows import Window
 
-from geoseg.bundle import BundleMeta
-from geoseg.raster import SceneInfo, ground_sample_distance, read_window
+from geoseg.io.raster import SceneInfo, ground_sample_distance, read_window
+from geoseg.models.bundle import BundleMeta
 
 GSD_RATIO = 1.5  # more than this far off either way is a mismatch
 Z_MEAN = 4.0  # the scene's band mean this many of the bundle's standard deviations from its mean

@@ -42,6 +42,11 @@ class Runner:
         """
         return max(1, (os.cpu_count() or 1) // max(1, self.workers))
 
+    @property
+    def engine_streams(self) -> int:
+        """How many threads of one process call the engine at once: the Dask threads, or one per process."""
+        return self.workers if self.scheduler == "threads" else 1
+
 
 def default_workers() -> int:
     return max(1, min(4, os.cpu_count() or 1))

@@ -20,9 +20,9 @@ from scipy import ndimage
 
 from geoseg.classes import NODATA
 from geoseg.errors import GeosegError
-from geoseg.labels import Grid, RasterLabels, VectorLabels, is_vector, read_vectors
-from geoseg.raster import inspect_scene, read_window
-from geoseg.train.config import AugmentConfig, SceneConfig, TrainConfig
+from geoseg.io.raster import inspect_scene, read_window
+from geoseg.training.config import AugmentConfig, SceneConfig, TrainConfig
+from geoseg.vector.labels import Grid, RasterLabels, VectorLabels, is_vector, read_vectors
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
 
@@ -31,7 +31,7 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
 class SceneSource:
     """A training scene: its grid, its labels, and which blocks are held out for validation."""
 
-    info: object  # geoseg.raster.SceneInfo
+    info: object  # geoseg.io.raster.SceneInfo
     grid: Grid
     labels: RasterLabels | VectorLabels
     block: int

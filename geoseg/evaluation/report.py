@@ -30,9 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
-from geoseg import __version__
 from geoseg.classes import ClassList
-from geoseg.metrics import Confusion, area_weighted_mean_iou, class_scores, overall_scores
+from geoseg.evaluation.metrics import Confusion, area_weighted_mean_iou, class_scores, overall_scores
+from geoseg.version import __version__
 
 SCHEMA_VERSION = 1
 
@@ -189,8 +189,8 @@ def _benchmark_md(report: dict) -> list[str]:
 
 
 def _figures(report: dict) -> tuple[str, str]:
-    """The confusion heat map and the IoU bars as data URIs (SVG, see ``geoseg.figures``)."""
-    from geoseg.figures import confusion_svg, data_uri, iou_bars_svg
+    """The confusion heat map and the IoU bars as data URIs (SVG, see ``geoseg.evaluation.figures``)."""
+    from geoseg.evaluation.figures import confusion_svg, data_uri, iou_bars_svg
 
     names = [c["name"] for c in report["classes"]]
     heat = confusion_svg(names, report["confusion_px"])

@@ -1,6 +1,6 @@
 """Label images to polygons: connected components and their boundary rings, built as arrays.
 
-The kernels are compiled (``geoseg/_trace_ext.pyx``) and run without the GIL;
+The kernels are compiled (``geoseg/vector/_trace_ext.pyx``) and run without the GIL;
 this module turns their rings into shapely polygons in one vectorized call.
 """
 
@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 import shapely
-
-from geoseg._trace_ext import label_values as _label_values
-from geoseg._trace_ext import trace_rings
+from geoseg.vector._trace_ext import label_values as _label_values
+from geoseg.vector._trace_ext import trace_rings
 
 
 def label_values(codes: np.ndarray, skip: np.ndarray, diagonal: bool):
