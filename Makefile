@@ -27,8 +27,11 @@ $(REF_ENV)/.installed:
 
 reference-env: $(REF_ENV)/.installed
 
+# Two processes (the machine's cores): every test is isolated (its own temporary folders, engine cache,
+# Chromium profile and port 0 servers); worksteal evens out the long tests.
+TEST_JOBS ?= 2
 test: install reference-env
-	$(PYTHON) -m pytest -q
+	$(PYTHON) -m pytest -q -n $(TEST_JOBS) --dist worksteal
 
 demo: install
 	bash workflows/demo.sh
