@@ -11,7 +11,7 @@ from __future__ import annotations
 from geoseg.errors import GeosegError
 
 POSITIVE = ("tile_size", "chunk_size", "workers", "batch_size", "grid_size", "resolution")
-NON_NEGATIVE = ("overlap", "min_area", "fill_holes", "simplify")
+NON_NEGATIVE = ("overlap", "min_area", "fill_holes", "simplify", "min_reference_px")
 
 
 def check_options(options: object) -> None:

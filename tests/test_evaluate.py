@@ -228,3 +228,88 @@ def test_bad_input(tmp_path, spacenet_mask, shared_data, caplog):
     assert json.loads((tmp_path / "o5" / "report.json").read_text())["inputs"][0]["scene"] == "a"
     with pytest.raises(GeosegError, match="is not in the class list"):
         evaluate(spacenet_mask, labels, tmp_path / "o6", EvaluateOptions(reference_class="tree", progress=False))
+
+
+def _resampled_f1s(counts):
+    """Every equally likely bootstrap resample of the scenes, enumerated: their summed-count F1s."""
+    import itertools
+
+    out = []
+    for pick in itertools.product(range(len(counts)), repeat=len(counts)):
+        tp, fp, fn = (sum(counts[i][k] for i in pick) for k in range(3))
+        out.append(2 * tp / (2 * tp + fp + fn))
+    return out
+
+
+def test_object_f1_interval_by_hand():
+    from geoseg.evaluation.metrics import object_f1_interval
+
+    # two scenes: the resamples are AA (1/4), AB (1/2), BB (1/4), so the 2.5% and 97.5% points are BB and AA
+    a, b = (8, 2, 0), (2, 2, 6)
+    assert object_f1_interval([a, b]) == pytest.approx((4 / 12, 16 / 18), abs=1e-12)  # 2TP / (2TP + FP + FN)
+    # three scenes: the extreme resamples have 1/27 > 2.5% each, so the interval is exactly their range
+    three = [(8, 2, 0), (2, 2, 6), (5, 1, 3)]
+    f1s = _resampled_f1s(three)
+    assert object_f1_interval(three) == pytest.approx((min(f1s), max(f1s)), abs=1e-12)
+    assert object_f1_interval([a]) is None  # one scene: no interval
+    assert object_f1_interval([a, a, a]) == pytest.approx((16 / 18, 16 / 18), abs=1e-12)
+    assert object_f1_interval([a, b], seed=0) == object_f1_interval([a, b], seed=0)  # reproducible
+
+
+def test_folder_run_reports_the_object_f1_interval_over_scenes(tmp_path):
+    from geoseg.evaluation.metrics import object_f1_interval
+
+    pdir, rdir = tmp_path / "pred", tmp_path / "ref"
+    pdir.mkdir(), rdir.mkdir()
+    counts = []
+    # scene i: 4 reference squares, the first `hits` predicted exactly, plus `extra` false squares
+    for i, (hits, extra) in enumerate(((4, 0), (2, 1), (1, 3))):
+        ref = np.zeros((100, 120), np.uint8)
+        pred = np.zeros_like(ref)
+        for k in range(4):
+            ref[10:30, 5 + 28 * k : 25 + 28 * k] = 1
+            if k < hits:
+                pred[10:30, 5 + 28 * k : 25 + 28 * k] = 1
+        for k in range(extra):
+            pred[60:80, 5 + 28 * k : 25 + 28 * k] = 1
+        write_classes(pdir / f"s{i}.classes.tif", pred)
+        write_classes(rdir / f"s{i}.tif", ref)
+        counts.append((hits, extra, 4 - hits))
+    r = CliRunner().invoke(cli, ["evaluate", str(pdir), str(rdir), "-o", str(tmp_path / "all"), "--no-progress"])
+    assert r.exit_code == 0, r.output
+    ob = json.loads((tmp_path / "all" / "report.json").read_text())["objects"]["building"]
+    assert (ob["tp"], ob["fp"], ob["fn"]) == (7, 4, 5)
+    f1s = _resampled_f1s(counts)
+    assert ob["f1_ci95"] == pytest.approx([min(f1s), max(f1s)], abs=1e-12)
+    assert ob["f1_ci95"] == pytest.approx(list(object_f1_interval(counts)), abs=1e-12)
+    md = (tmp_path / "all" / "report.md").read_text()
+    assert f"95% interval over scenes {min(f1s):.3f}–{max(f1s):.3f}" in md
+    assert f"| {min(f1s):.4f}–{max(f1s):.4f} |" in md
+    html_text = (tmp_path / "all" / "report.html").read_text()
+    assert f"<td>{min(f1s):.4f}–{max(f1s):.4f}</td>" in html_text
+
+
+def test_reference_objects_of_20_px_or_less_are_not_counted(tmp_path):
+    """The SpaceNet scorer's rule: a 20 px reference footprint is left out of the object counts (so a prediction
+    of it is a false positive), a 21 px one is kept; --min-reference-px 0 counts every one."""
+    ref = np.zeros((60, 60), np.uint8)
+    ref[5:9, 5:10] = 1  # 4 x 5 = 20 px
+    ref[20:23, 5:12] = 1  # 3 x 7 = 21 px
+    ref[35:45, 30:40] = 1  # 100 px
+    write_classes(tmp_path / "p.classes.tif", ref)
+    write_classes(tmp_path / "r.tif", ref)
+    for extra, want in (([], (2, 1, 0)), (["--min-reference-px", "0"], (3, 0, 0)),
+                        (["--min-reference-px", "21"], (1, 2, 0))):
+        out = tmp_path / f"audit{len(extra)}{extra[-1] if extra else ''}"
+        r = CliRunner().invoke(cli, ["evaluate", str(tmp_path / "p.classes.tif"), str(tmp_path / "r.tif"), "-o",
+                                     str(out), "--no-progress", "--no-audit", *extra])
+        assert r.exit_code == 0, r.output
+        rep = json.loads((out / "report.json").read_text())
+        ob = rep["objects"]["building"]
+        assert (ob["tp"], ob["fp"], ob["fn"]) == want, extra
+        assert rep["settings"]["min_reference_px"] == (float(extra[-1]) if extra else 20)
+        assert ob["f1_ci95"] is None  # one scene: no interval
+    r = CliRunner().invoke(cli, ["evaluate", str(tmp_path / "p.classes.tif"), str(tmp_path / "r.tif"), "-o",
+                                 str(tmp_path / "bad"), "--min-reference-px", "-1"])
+    assert r.exit_code != 0 and "--min-reference-px must not be negative" in r.output
+    assert not (tmp_path / "bad").exists()

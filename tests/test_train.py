@@ -373,3 +373,58 @@ def test_freeze_encoder_trains_only_the_decoder_and_keeps_batchnorm_statistics(t
     assert any(k.startswith("decoder.") for k in changed) and any(k.startswith("segmentation_head.") for k in changed)
     with pytest.raises(GeosegError, match="model.freeze_encoder needs model.encoder_weights or model.init_from"):
         load_config(write_config(tmp_path, model={"freeze_encoder": True}))
+
+
+def _rect_expectations(rects, shape, border, contact):
+    """Body, border and contact of axis-aligned rectangles ``(r0, r1, c0, c1)`` computed from their sides:
+    border pixels lie fewer than ``border`` px inside a side that is not the chip's edge; contact pixels lie
+    within ``contact`` px (centre to centre) of two different rectangles."""
+    h, w = shape
+    body, ring = np.zeros(shape, np.uint8), np.zeros(shape, np.uint8)
+    near = np.zeros((len(rects),) + shape, bool)
+    yy, xx = np.mgrid[0:h, 0:w]
+    for k, (r0, r1, c0, c1) in enumerate(rects):
+        inside = (yy >= r0) & (yy < r1) & (xx >= c0) & (xx < c1)
+        body[inside] = 1
+        side = np.zeros(shape, bool)
+        if r0 > 0:
+            side |= yy - r0 < border
+        if r1 < h:
+            side |= r1 - 1 - yy < border
+        if c0 > 0:
+            side |= xx - c0 < border
+        if c1 < w:
+            side |= c1 - 1 - xx < border
+        ring[inside & side] = 1
+        dy = np.maximum(np.maximum(r0 - yy, yy - (r1 - 1)), 0)  # distance to the nearest pixel of the rectangle
+        dx = np.maximum(np.maximum(c0 - xx, xx - (c1 - 1)), 0)
+        near[k] = dy * dy + dx * dx <= contact * contact
+    return body, ring, (near.sum(axis=0) >= 2).astype(np.uint8)
+
+
+def test_object_targets_of_touching_and_isolated_footprints():
+    """Two footprints sharing an edge, one on its own, one cut by the chip's top edge: polygons burnt one by
+    one (the training path), then body, border and contact equal the arrays computed from the rectangles."""
+    from geoseg.training.targets import object_targets
+    from geoseg.vector.labels import Grid, VectorLabels, read_instances
+
+    t = Affine(1.0, 0, 500000.0, 0, -1.0, 4000000.0)
+    rects = [(4, 10, 2, 9), (4, 10, 9, 15), (14, 19, 20, 28), (0, 4, 24, 30)]  # (r0, r1, c0, c1), pixels
+
+    def poly(r0, r1, c0, c1):
+        return shapely.box(500000.0 + c0, 4000000.0 - r1, 500000.0 + c1, 4000000.0 - r0)
+
+    labels = VectorLabels(tuple(poly(*r) for r in rects), (1, 1, 1, 1), 0)
+    inst, cls = read_instances(labels, Grid("EPSG:32616", t, 32, 22), Window(0, 0, 32, 22))
+    assert sorted(np.unique(inst)) == [0, 1, 2, 3, 4] and set(cls.values()) == {1}
+    for border, contact in ((2, 3), (1, 2)):
+        got = object_targets(inst, border=border, contact=contact)
+        body, ring, touch = _rect_expectations(rects, inst.shape, border, contact)
+        np.testing.assert_array_equal(got[0], body)
+        np.testing.assert_array_equal(got[1], ring)
+        np.testing.assert_array_equal(got[2], touch)
+    got = object_targets(inst, border=2, contact=3)
+    assert got[2][4:10, 7:11].all() and not got[2][4:10, :5].any()  # the strip across the shared edge
+    assert not got[2][12:, 18:].any()  # the isolated and the cut footprints touch nobody
+    assert not got[1][0:2, 26:28].any() and got[1][2:4, 24:30].all()  # the chip's edge is no border
+    assert not object_targets(np.zeros((5, 5), np.int32)).any()

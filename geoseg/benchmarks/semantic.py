@@ -153,6 +153,7 @@ class ReportSettings:
     ignore: tuple = ()
     aoi: str | None = None
     iou_threshold: float | None = None
+    min_reference_px: float | None = None
     grid_size: int | None = None
     class_field: str | None = None
 

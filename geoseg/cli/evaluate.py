@@ -28,6 +28,8 @@ from geoseg.cli.options import (
 @click.option("--objects", "object_classes", default=None,
               help="Classes scored as objects (default: building), comma-separated names or ids.")
 @click.option("--iou-threshold", type=float, default=0.5, show_default=True, help="Object match threshold.")
+@click.option("--min-reference-px", type=float, default=20, show_default=True,
+              help="Reference objects of this many pixels or fewer are not counted (the SpaceNet rule; 0: all).")
 @click.option("--grid-size", type=int, default=256, show_default=True, help="Audit grid cell in pixels.")
 @click.option("--allow-missing", is_flag=True, help="Skip scenes without a reference in folder runs.")
 @click.option("--resolution", type=float, default=None,

@@ -52,6 +52,9 @@ class EvaluateOptions:
     aoi: str | None = None
     object_classes: tuple[str, ...] | None = None  # default: building-like classes
     iou_threshold: float = 0.5
+    # reference objects of this many pixels of the evaluation grid or fewer are left out of the object
+    # counts (the SpaceNet scorer's 20 px rule); 0 keeps every one
+    min_reference_px: float = 20
     grid_size: int = 256
     chunk_size: int = 2048
     workers: int | None = None
@@ -415,6 +418,9 @@ def _evaluate_on_grid(grid: Grid, pred_src, ref_src, prediction: str, reference:
                 area = shapely.union_all(list(aoi))
                 pred_polys = [g for g in pred_polys if area.contains(g.representative_point())]
                 ref_polys = [g for g in ref_polys if area.contains(g.representative_point())]
+            if options.min_reference_px:  # the SpaceNet rule: slivers of 20 px or less are not buildings to find
+                pixel = abs(grid.transform.a * grid.transform.e - grid.transform.b * grid.transform.d)
+                ref_polys = [g for g in ref_polys if g.area > options.min_reference_px * pixel]
             objects[c.name] = match_objects(ref_polys, pred_polys, options.iou_threshold).to_dict()
     name = _scene_name(prediction)
     return (SceneResult(name, prediction, reference, grid.crs.to_string() if grid.crs else None, conf, objects,

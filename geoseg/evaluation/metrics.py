@@ -189,6 +189,39 @@ class ObjectScores:
                 "recall": self.recall, "f1": self.f1, "iou_threshold": self.threshold}
 
 
+def f1_of_counts(tp, fp, fn):
+    """Object F1 of summed counts, ``2 TP / (2 TP + FP + FN)`` (0 where nothing was found or expected); arrays too."""
+    tp, fp, fn = (np.asarray(v, dtype=np.float64) for v in (tp, fp, fn))
+    den = 2 * tp + fp + fn
+    return np.divide(2 * tp, den, out=np.zeros_like(den), where=den > 0)
+
+
+def object_f1_interval(counts, confidence: float = 0.95, n_resamples: int = 9999,
+                       seed: int = 0) -> tuple[float, float] | None:
+    """A percentile bootstrap interval of the summed-count object F1, resampling whole scenes.
+
+    ``counts``: one ``(tp, fp, fn)`` per scene. Scenes are drawn with replacement and their counts
+    summed, as the headline F1 sums them, so the interval says how much the figure depends on
+    which scenes were scored. ``None`` for fewer than two scenes. Seeded: a report is reproducible.
+    (``scipy.stats.bootstrap``, paired over the three counts.)
+    """
+    from scipy.stats import bootstrap
+
+    counts = np.asarray(counts, dtype=np.float64).reshape(-1, 3)
+    if len(counts) < 2:
+        return None
+    if (counts == counts[0]).all():  # every resample is the same: the interval is the figure itself
+        f = float(f1_of_counts(*counts.sum(axis=0)))
+        return f, f
+
+    def stat(tp, fp, fn, axis=-1):
+        return f1_of_counts(tp.sum(axis=axis), fp.sum(axis=axis), fn.sum(axis=axis))
+
+    res = bootstrap(tuple(counts.T), stat, paired=True, vectorized=True, confidence_level=confidence,
+                    n_resamples=n_resamples, method="percentile", rng=np.random.default_rng(seed))
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
 def match_objects(reference, prediction, threshold: float = 0.5) -> ObjectScores:
     """One-to-one matching of predicted to reference polygons at IoU >= ``threshold``.
 

@@ -6,14 +6,16 @@
     geoseg_version   str
     inputs           [{scene, prediction, reference}]
     crs              CRS of the first scene's grid
-    settings         {ignore, aoi, iou_threshold, grid_size, class_field}
+    settings         {ignore, aoi, iou_threshold, min_reference_px, grid_size, class_field}
     classes          [{id, name, color, foreground, iou, iou_area, precision, recall, f1,
                        tp_px, fp_px, fn_px, tp_m2, fp_m2, fn_m2}]
     overall          {pixel_accuracy, mean_accuracy, mean_iou, fw_iou, mean_iou_area,
                       mean_iou_foreground, mean_iou_area_foreground}  (foreground: every class but background)
     confusion_px     K x K, rows = reference class, columns = predicted class
     confusion_m2     the same, in m²
-    objects          {class name: {tp, fp, fn, precision, recall, f1, iou_threshold}}  (when computed)
+    objects          {class name: {tp, fp, fn, precision, recall, f1, iou_threshold, f1_ci95}}  (when computed;
+                     counts summed over scenes; f1_ci95: [low, high], a 95% bootstrap interval over scenes,
+                     with two scenes or more, else null)
     scenes           [{scene, prediction, reference, crs, overall, classes, confusion_px, confusion_m2, objects}]
 
 Undefined values (a class absent from both sides) are ``null``.
@@ -31,7 +33,13 @@ from pathlib import Path
 import numpy as np
 
 from geoseg.classes import ClassList
-from geoseg.evaluation.metrics import Confusion, area_weighted_mean_iou, class_scores, overall_scores
+from geoseg.evaluation.metrics import (
+    Confusion,
+    area_weighted_mean_iou,
+    class_scores,
+    object_f1_interval,
+    overall_scores,
+)
 from geoseg.version import __version__
 
 SCHEMA_VERSION = 1
@@ -90,16 +98,20 @@ def build_report(results, classes: ClassList, options, outside_counts: bool = Fa
             acc = objects.setdefault(name, {"tp": 0, "fp": 0, "fn": 0, "iou_threshold": o["iou_threshold"]})
             for k in ("tp", "fp", "fn"):
                 acc[k] += o[k]
-    for o in objects.values():
+    for name, o in objects.items():
         p = o["tp"] / (o["tp"] + o["fp"]) if o["tp"] + o["fp"] else 0.0
         rc = o["tp"] / (o["tp"] + o["fn"]) if o["tp"] + o["fn"] else 0.0
-        o.update(precision=p, recall=rc, f1=2 * p * rc / (p + rc) if p + rc else 0.0)
+        per_scene = [[r.objects[name][k] for k in ("tp", "fp", "fn")] for r in results if name in (r.objects or {})]
+        ci = object_f1_interval(per_scene)
+        o.update(precision=p, recall=rc, f1=2 * p * rc / (p + rc) if p + rc else 0.0,
+                 f1_ci95=None if ci is None else list(ci))
     report = {
         "schema_version": SCHEMA_VERSION,
         "geoseg_version": __version__,
         "inputs": [{"scene": r.name, "prediction": r.prediction, "reference": r.reference} for r in results],
         "crs": results[0].crs,
         "settings": {"ignore": list(options.ignore), "aoi": options.aoi, "iou_threshold": options.iou_threshold,
+                     "min_reference_px": options.min_reference_px,
                      "grid_size": options.grid_size, "class_field": options.class_field},
         **_block(total, classes, objects, outside_counts),
         "scenes": [{"scene": r.name, "prediction": r.prediction, "reference": r.reference, "crs": r.crs,
@@ -112,6 +124,16 @@ def _fmt(v, digits=4) -> str:
     return "–" if v is None else f"{v:.{digits}f}"
 
 
+def _interval(ob: dict) -> str:
+    ci = ob.get("f1_ci95")
+    return "" if not ci else f", 95% interval over scenes {_fmt(ci[0], 3)}–{_fmt(ci[1], 3)}"
+
+
+def _ci_cell(ob: dict) -> str:
+    ci = ob.get("f1_ci95")
+    return "–" if not ci else f"{_fmt(ci[0])}–{_fmt(ci[1])}"
+
+
 def headline(report: dict) -> list[str]:
     """The summary a reader sees first: foreground classes and objects; background after them."""
     o = report["overall"]
@@ -121,7 +143,7 @@ def headline(report: dict) -> list[str]:
              f"{_fmt(o.get('mean_iou_area_foreground'), 3)} by ground area"
              + "".join(f"; {c['name']} IoU {_fmt(c['iou'], 3)} (area {_fmt(c['iou_area'], 3)})" for c in fg)]
     for name, ob in (report.get("objects") or {}).items():
-        lines.append(f"{name} objects at IoU ≥ {ob['iou_threshold']}: F1 {_fmt(ob['f1'], 3)} "
+        lines.append(f"{name} objects at IoU ≥ {ob['iou_threshold']}: F1 {_fmt(ob['f1'], 3)}{_interval(ob)} "
                      f"(TP {ob['tp']}, FP {ob['fp']}, FN {ob['fn']})")
     if bg:
         lines.append("Background, shown apart because it dominates pixel counts: "
@@ -159,10 +181,11 @@ def markdown(report: dict) -> str:
         lines.append(f"| {c['name']} | {_fmt(c['iou'])} | {_fmt(c['iou_area'])} | {_fmt(c['precision'])} | "
                      f"{_fmt(c['recall'])} | {_fmt(c['f1'])} | {c['tp_m2']:.1f} | {c['fp_m2']:.1f} | {c['fn_m2']:.1f} |")
     if report.get("objects"):
-        lines += ["", "| objects | TP | FP | FN | precision | recall | F1 |", "|---|---|---|---|---|---|---|"]
+        lines += ["", "| objects | TP | FP | FN | precision | recall | F1 | F1, 95% interval over scenes |",
+                  "|---|---|---|---|---|---|---|---|"]
         for name, s in report["objects"].items():
             lines.append(f"| {name} (IoU ≥ {s['iou_threshold']}) | {s['tp']} | {s['fp']} | {s['fn']} | "
-                         f"{_fmt(s['precision'])} | {_fmt(s['recall'])} | {_fmt(s['f1'])} |")
+                         f"{_fmt(s['precision'])} | {_fmt(s['recall'])} | {_fmt(s['f1'])} | {_ci_cell(s)} |")
     if len(report["scenes"]) > 1:
         lines += ["", "| scene | pixel accuracy | mean IoU | area-weighted mean IoU |", "|---|---|---|---|"]
         for s in report["scenes"]:
@@ -260,9 +283,10 @@ def html_report(report: dict, results=()) -> str:
         rows = "".join(
             f"<tr><td>{html.escape(n)} (IoU ≥ {ob['iou_threshold']})</td><td>{ob['tp']}</td><td>{ob['fp']}</td>"
             f"<td>{ob['fn']}</td><td>{_fmt(ob['precision'])}</td><td>{_fmt(ob['recall'])}</td>"
-            f"<td>{_fmt(ob['f1'])}</td></tr>" for n, ob in report["objects"].items())
+            f"<td>{_fmt(ob['f1'])}</td><td>{html.escape(_ci_cell(ob))}</td></tr>" for n, ob in report["objects"].items())
         objects = ("<h2>Objects</h2><table id=objects><tr><th>class</th><th>TP</th><th>FP</th><th>FN</th>"
-                   f"<th>precision</th><th>recall</th><th>F1</th></tr>{rows}</table>")
+                   f"<th>precision</th><th>recall</th><th>F1</th><th>F1, 95% interval over scenes</th></tr>"
+                   f"{rows}</table>")
     maps = [(r.name, error_map_png(r)) for r in list(results)[:MAX_MAPS]]
     maps_html = "".join(f'<figure><img alt="error map of {html.escape(n)}" src="data:image/png;base64,{png}">'
                         f"</figure>" for n, png in maps if png)
