@@ -33,7 +33,8 @@ from geoseg.cli.vectorize import vectorize_options
 @vectorize_options
 @debug_option
 def predict(bundle: str, inputs: tuple[str, ...], output: str, do_vectorize: bool, min_area: float,
-            fill_holes: float, simplify: float, connectivity: str, all_classes: bool, **opts) -> None:
+            fill_holes: float, simplify: float, regularize: bool, connectivity: str, all_classes: bool,
+            **opts) -> None:
     """Predict class rasters for INPUTS (files, folders or globs) with BUNDLE.
 
     Writes OUTPUT/NAME.classes.tif (a COG with a colour map) per scene, and with
@@ -65,7 +66,8 @@ def predict(bundle: str, inputs: tuple[str, ...], output: str, do_vectorize: boo
         for o in (o for o in outs if o.classes is not None):  # instance outputs are polygons already
             gpkg = o.classes.with_name(o.classes.name.replace(".classes.tif", ".gpkg"))
             vopts = VectorizeOptions(
-                min_area=min_area, fill_holes=fill_holes, simplify=simplify, connectivity=int(connectivity),
+                min_area=min_area, fill_holes=fill_holes, simplify=simplify, regularize=regularize,
+                connectivity=int(connectivity),
                 all_classes=all_classes, chunk_size=options.chunk_size, workers=options.workers,
                 scheduler=options.scheduler, overwrite=True, allow_no_crs=options.allow_no_crs,
                 progress=options.progress, source=Path(o.scene).name,

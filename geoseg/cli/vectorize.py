@@ -24,10 +24,13 @@ simplify_opt = click.option("--simplify", type=float, default=0.0, show_default=
 connectivity_opt = click.option("--connectivity", type=click.Choice(["4", "8"]), default="4", show_default=True,
                                 help="Pixel connectivity of a polygon.")
 all_classes_opt = click.option("--all-classes", is_flag=True, help="Also vectorize background classes.")
+regularize_opt = click.option("--regularize", is_flag=True,
+                              help="Building footprints with right-angled (and 45°) edges, aligned with their "
+                                   "neighbours (buildingregulariser).")
 
 
 def vectorize_options(f):
-    for opt in reversed([min_area_opt, fill_holes_opt, simplify_opt, connectivity_opt, all_classes_opt]):
+    for opt in reversed([min_area_opt, fill_holes_opt, simplify_opt, regularize_opt, connectivity_opt, all_classes_opt]):
         f = opt(f)
     return f
 

@@ -52,6 +52,7 @@ class VectorizeOptions:
     min_area: float = 0.0
     fill_holes: float = 0.0
     simplify: float = 0.0
+    regularize: bool = False  # building footprints with right-angled edges (geoseg.vector.regularize)
     connectivity: int = 4
     chunk_size: int = 2048
     workers: int | None = None
@@ -405,7 +406,8 @@ class _LayerWriter:
         self.written: dict[int, int] = defaultdict(int)
         self.layer_names: dict[int, str] = {}
         self.unknown: set[int] = set()
-        self.hold: list[Features] | None = [] if options.simplify > 0 else None
+        # simplifying and regularizing need every feature at once
+        self.hold: list[Features] | None = [] if options.simplify > 0 or options.regularize else None
 
     def layer_class(self, class_id: int) -> SegClass:
         c = self.classes.by_id(class_id)
@@ -477,11 +479,30 @@ class _LayerWriter:
     def close(self, wanted: list[int]) -> dict[str, str]:
         """Write what is held (simplified first, if asked), empty layers for absent classes, and styles."""
         if self.hold is not None:
-            feats, self.hold = self.hold, None
-            self._emit(_simplify(Features.concat(feats), self.options.simplify, self.measure), in_crs=True)
+            held, self.hold = Features.concat(self.hold), None
+            if self.options.simplify > 0:
+                feats = _simplify(held, self.options.simplify, self.measure)
+            else:
+                feats = Features(held.class_id, self.measure.to_crs(held.geometry), held.pixels, held.conf)
+            if self.options.regularize:
+                feats = self._regularized(feats)
+            self._emit(feats, in_crs=True)
         for cid in sorted(set(wanted) | set(self.buffers)):
             self.flush(cid)
         return {self.layer_name(cid): fill_qml(self.layer_class(cid)) for cid in sorted(self.written)}
+
+
+    def _regularized(self, feats: Features) -> Features:
+        """Building classes' footprints regularized (CRS geometries in and out)."""
+        from geoseg.vector.regularize import regularize_footprints
+
+        ids = [c.id for c in self.classes if "building" in c.slug]
+        sel = np.isin(feats.class_id, ids)
+        if not sel.any():
+            return feats
+        geoms = feats.geometry.copy()
+        geoms[sel] = regularize_footprints(geoms[sel], self.crs)
+        return Features(feats.class_id, geoms, feats.pixels, feats.conf)
 
 
 def _fill_holes(geom: shapely.Geometry, max_area: float, m: GroundMeasure) -> shapely.Geometry:
