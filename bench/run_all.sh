@@ -6,4 +6,5 @@ mkdir -p bench/out
 PYTHON=${PYTHON:-python3}
 $PYTHON bench/predict.py "$@" 2>&1 | tee bench/out/predict.log
 $PYTHON bench/vectorize.py 2>&1 | tee bench/out/vectorize.log
+$PYTHON bench/regularize.py 2>&1 | tee bench/out/regularize.log
 $PYTHON bench/evaluate.py 2>&1 | tee bench/out/evaluate.log
