@@ -62,3 +62,22 @@ def load_checkpoint(out: Path, model, opt, sched) -> dict:
     opt.load_state_dict({"state": opt_state, "param_groups": state["param_groups"]})
     sched.load_state_dict(state["scheduler"])
     return state
+
+
+def optimization(params, tc, out: Path, model, resume: bool):
+    """The run's optimiser and learning-rate schedule (``train:`` settings ``tc``), and where it starts.
+
+    Returns ``(opt, sched, start_epoch, best)``; with ``resume`` the three states and the epoch come
+    from the checkpoint in ``out``.
+    """
+    if tc.optimizer == "adamw":
+        opt = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
+    else:
+        opt = torch.optim.SGD(params, lr=tc.lr, momentum=0.9, weight_decay=tc.weight_decay)
+    sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, tc.epochs)) if tc.schedule == "cosine"
+             else torch.optim.lr_scheduler.LambdaLR(opt, lambda e: 1.0))
+    if not resume:
+        return opt, sched, 0, -1.0
+    st = load_checkpoint(out, model, opt, sched)
+    return opt, sched, st["epoch"] + 1, st["best"]
+

@@ -221,7 +221,7 @@ def validate(model, items, cfg: TrainConfig, device) -> dict:
 
 def train_instances(cfg: TrainConfig, out: Path, resume: bool, progress: bool, stop_after: int | None) -> Path:
     from geoseg.models.maskrcnn import create_instance_model
-    from geoseg.training.checkpoints import CHECKPOINT, jsonable, load_checkpoint, save_checkpoint
+    from geoseg.training.checkpoints import CHECKPOINT, jsonable, optimization, save_checkpoint
 
     tc = cfg.train
     coco = cfg.chips.coco if cfg.chips is not None else None
@@ -266,14 +266,7 @@ def train_instances(cfg: TrainConfig, out: Path, resume: bool, progress: bool, s
     model = create_instance_model(m.architecture, m.encoder, len(cfg.bands), len(cfg.classes), mean, std,
                                   m.tile_size, m.arch_params).to(device)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = (torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay) if tc.optimizer == "adamw"
-           else torch.optim.SGD(params, lr=tc.lr, momentum=0.9, weight_decay=tc.weight_decay))
-    sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, tc.epochs)) if tc.schedule == "cosine"
-             else torch.optim.lr_scheduler.LambdaLR(opt, lambda e: 1.0))
-    start, best = 0, -1.0
-    if resume:
-        st = load_checkpoint(out, model, opt, sched)
-        start, best = st["epoch"] + 1, st["best"]
+    opt, sched, start, best = optimization(params, tc, out, model, resume)
     import rasterio
 
     with rasterio.open(first_path) as first:

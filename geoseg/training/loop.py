@@ -32,7 +32,7 @@ from geoseg.io.raster import ground_sample_distance
 from geoseg.models import create_model
 from geoseg.models.bundle import META_NAME, BundleMeta, save_bundle
 from geoseg.models.pretrained import load_encoder_weights
-from geoseg.training.checkpoints import CHECKPOINT, jsonable, load_checkpoint, save_checkpoint
+from geoseg.training.checkpoints import CHECKPOINT, jsonable, optimization, save_checkpoint
 from geoseg.training.config import TrainConfig, load_config
 from geoseg.training.data import ChipFolder, SceneChips, band_statistics, open_scene, read_labels
 
@@ -200,17 +200,9 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, progress: bool, stop_after
     if cfg.model.freeze_encoder:
         model.encoder.requires_grad_(False)
     params = [p for p in model.parameters() if p.requires_grad]
-    if tc.optimizer == "adamw":
-        opt = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
-    else:
-        opt = torch.optim.SGD(params, lr=tc.lr, momentum=0.9, weight_decay=tc.weight_decay)
-    sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, tc.epochs)) if tc.schedule == "cosine"
-             else torch.optim.lr_scheduler.LambdaLR(opt, lambda e: 1.0))
-    start, best = 0, -1.0
+    opt, sched, start, best = optimization(params, tc, out, model, resume)
     if resume:
-        st = load_checkpoint(out, model, opt, sched)
-        start, best = st["epoch"] + 1, st["best"]
-        log.info("%s: resuming after epoch %d", out, st["epoch"] + 1)
+        log.info("%s: resuming after epoch %d", out, start)
 
     meta = BundleMeta(cfg.model.architecture, cfg.model.encoder, cfg.bands, mean, std, cfg.classes,
                       tile_size=cfg.model.tile_size, overlap=cfg.model.overlap, gsd=gsd,
