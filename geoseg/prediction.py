@@ -95,13 +95,18 @@ class SceneOutputs:
         return [p for p in (self.classes, self.probabilities, self.instances, self.instances_gpkg) if p is not None]
 
 
-def output_paths(out_dir: Path, scene: str | os.PathLike, probabilities: bool, instances: bool = False) -> SceneOutputs:
+def output_paths(out_dir: Path, scene: str | os.PathLike, probabilities: bool, instances: bool = False,
+                 objects: bool = False) -> SceneOutputs:
+    """A scene's outputs: ``instances`` (an instance bundle) writes only the instance files, ``objects`` (a
+    semantic bundle with object channels) both the class raster and the instance files."""
     stem = output_stem(scene)
     if instances:
         return SceneOutputs(os.fspath(scene), None, None, instances=out_dir / f"{stem}.instances.tif",
                             instances_gpkg=out_dir / f"{stem}.instances.gpkg")
     return SceneOutputs(os.fspath(scene), out_dir / f"{stem}.classes.tif",
-                        out_dir / f"{stem}.probs.tif" if probabilities else None)
+                        out_dir / f"{stem}.probs.tif" if probabilities else None,
+                        instances=out_dir / f"{stem}.instances.tif" if objects else None,
+                        instances_gpkg=out_dir / f"{stem}.instances.gpkg" if objects else None)
 
 
 def predict(bundle: str | os.PathLike, inputs: list[str] | str, out_dir: str | os.PathLike,
@@ -175,7 +180,7 @@ def predict(bundle: str | os.PathLike, inputs: list[str] | str, out_dir: str | o
                           runner.torch_threads)
         results = []
         for n, info in enumerate(infos, 1):
-            out = output_paths(out_dir, info.path, options.probabilities, instance)
+            out = output_paths(out_dir, info.path, options.probabilities, instance, meta.objects is not None)
             if not options.overwrite and all(p.exists() for p in out.files) and not options.coco_results:
                 done.append(replace(out, skipped=True))
                 continue
@@ -188,13 +193,32 @@ def predict(bundle: str | os.PathLike, inputs: list[str] | str, out_dir: str | o
             else:
                 out = predict_scene(info, bundle, meta.classes, out, options, runner, tile, overlap,
                                     meta.bands, meta.mean, meta.std, choice,
-                                    None if checkpoint is None else Path(checkpoint))
+                                    None if checkpoint is None else Path(checkpoint), meta.objects,
+                                    _instance_writer(out, info, meta.classes, options.chunk_size))
             done.append(out)
         if options.coco_results:  # image_id: the scene's number in the run, in input order
             from geoseg.instances.io import write_json
 
             write_json(Path(options.coco_results), results)
     return done
+
+
+def _instance_writer(out: SceneOutputs, info, classes, chunk_size: int):
+    """Writes a semantic bundle's decoded objects as the instance outputs (GeoPackage, then raster)."""
+    if out.instances is None:
+        return None
+
+    def write(instances) -> None:
+        from geoseg.instances.io import write_gpkg, write_raster
+
+        write_gpkg(out.instances_gpkg, instances, info, classes)
+        try:
+            write_raster(out.instances, instances, info, chunk_size)
+        except BaseException:
+            out.instances_gpkg.unlink(missing_ok=True)
+            raise
+
+    return write
 
 
 @contextlib.contextmanager

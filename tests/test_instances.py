@@ -143,9 +143,10 @@ def test_coco_round_trip_ap_is_one(tmp_path, oracle_bundle):
 
 def test_merge_never_holds_a_scene_sized_mask(tmp_path, oracle_bundle):
     """Masks stay cropped: merging and painting a 3000² scene's instances allocate far less than the scene."""
+    from geoseg.inference.pieces import merge_pieces
     from geoseg.inference.tiling import TileGrid
     from geoseg.instances.io import write_raster
-    from geoseg.instances.tiled import InstanceJob, infer_block, merge_pieces
+    from geoseg.instances.tiled import InstanceJob, infer_block
     from geoseg.io.raster import inspect_scene
 
     size = 3000

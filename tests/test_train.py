@@ -135,7 +135,7 @@ def test_spatial_split_keeps_validation_pixels_out_of_training_chips(tmp_path, a
     for epoch in range(3):
         ds.set_epoch(epoch)
         for i in range(len(ds)):
-            _, _, win, data, _, lab = ds.draw(i)
+            _, _, win, data, _, lab, _ = ds.draw(i)
             assert data.shape == (1, 32, 32) and lab.shape == (32, 32)
             assert not held[win.row_off : win.row_off + win.height, win.col_off : win.col_off + win.width].any()
             sides.add(win.width)

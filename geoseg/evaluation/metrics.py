@@ -222,6 +222,49 @@ def object_f1_interval(counts, confidence: float = 0.95, n_resamples: int = 9999
     return float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
+def match_instance_rasters(reference: np.ndarray, prediction: np.ndarray, threshold: float = 0.5,
+                           min_reference_px: int = 0) -> ObjectScores:
+    """The SpaceNet matching of :func:`match_objects` on two instance rasters of one grid (0: none).
+
+    Object IoUs come from pixel counts; pairs are taken best IoU first, each object at most once.
+    Reference objects of ``min_reference_px`` pixels or fewer are left out before matching, as
+    ``evaluate`` and the SpaceNet scorer leave them out (a prediction on one is a false positive).
+    """
+    ref = np.asarray(reference).astype(np.int64, copy=False).ravel()
+    pred = np.asarray(prediction).astype(np.int64, copy=False).ravel()
+    ref_ids, ref = np.unique(ref, return_inverse=True)  # dense 0.. (0 stays 0 when present)
+    pred_ids, pred = np.unique(pred, return_inverse=True)
+    r0 = int(ref_ids[0] == 0)
+    p0 = int(pred_ids[0] == 0)
+    ref_area = np.bincount(ref, minlength=len(ref_ids))
+    pred_area = np.bincount(pred, minlength=len(pred_ids))
+    small = ref_area <= min_reference_px
+    if r0:
+        small[0] = False
+    both = (ref >= r0) & (pred >= p0)
+    if r0:
+        both &= ref_ids[ref] != 0
+    if p0:
+        both &= pred_ids[pred] != 0
+    pair, inter = np.unique(ref[both] * len(pred_ids) + pred[both], return_counts=True)
+    ri, pi = pair // len(pred_ids), pair % len(pred_ids)
+    iou = inter / (ref_area[ri] + pred_area[pi] - inter)
+    n_ref = len(ref_ids) - r0 - int(small.sum())
+    n_pred = len(pred_ids) - p0
+    tp = 0
+    used_r, used_p = set(), set()
+    for k in np.argsort(-iou, kind="stable"):
+        if iou[k] < threshold:
+            break
+        a, b = int(ri[k]), int(pi[k])
+        if small[a] or a in used_r or b in used_p:
+            continue
+        used_r.add(a)
+        used_p.add(b)
+        tp += 1
+    return ObjectScores(tp, n_pred - tp, n_ref - tp, threshold)
+
+
 def match_objects(reference, prediction, threshold: float = 0.5) -> ObjectScores:
     """One-to-one matching of predicted to reference polygons at IoU >= ``threshold``.
 

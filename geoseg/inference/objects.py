@@ -78,4 +78,36 @@ def decode_objects(body: np.ndarray, border: np.ndarray, contact: np.ndarray,
     return lut[labels]
 
 
-__all__ = ["DecodeSettings", "decode_objects"]
+def label_pieces(grid, row: int, col: int, labels: np.ndarray, label: int, score: np.ndarray | None = None) -> list:
+    """The objects of one tile's label image (``(h, w)``, 0: none) that the tile owns, as pieces
+    (:func:`geoseg.inference.pieces.tile_piece`): ``score`` is the mean of ``score`` over each object
+    (1 without one)."""
+    from geoseg.inference.pieces import tile_piece
+
+    out = []
+    for n, sl in enumerate(ndimage.find_objects(labels), 1):
+        if sl is None:
+            continue
+        m = labels[sl] == n
+        s = float(score[sl][m].mean()) if score is not None else 1.0
+        p = tile_piece(grid, row, col, sl[0].start, sl[1].start, m, label, s)
+        if p is not None:
+            out.append(p)
+    return out
+
+
+def tile_objects(grid, row: int, col: int, logits: np.ndarray, valid: np.ndarray, classes: tuple[int, ...],
+                 settings: DecodeSettings) -> list:
+    """The objects one tile owns, from its object-channel logits ``(h, w, 3 * len(classes))`` (the part of
+    the tile inside the scene): each class's channels decoded (:func:`decode_objects`) over the valid
+    pixels; each object's score is its mean body probability."""
+    out = []
+    probs = 1 / (1 + np.exp(-np.asarray(logits, dtype=np.float32)))
+    probs[~valid] = 0
+    for ci, label in enumerate(classes):
+        body, border, contact = (probs[..., 3 * ci + c] for c in range(3))
+        out += label_pieces(grid, row, col, decode_objects(body, border, contact, settings), label, body)
+    return out
+
+
+__all__ = ["DecodeSettings", "decode_objects", "label_pieces", "tile_objects"]

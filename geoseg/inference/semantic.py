@@ -28,6 +28,8 @@ from geoseg.inference._blend_ext import argmax_votes, fold_tile, normalize
 
 from geoseg.classes import NODATA, ClassList
 from geoseg.inference.blending import check_blend, scaled_tile_weights
+from geoseg.inference.objects import DecodeSettings, tile_objects
+from geoseg.inference.pieces import merge_pieces, pack_pieces, unpack_pieces
 from geoseg.inference.predictor import default_batch_size, get_predictor, resolve_device
 from geoseg.inference.scheduler import Runner, progress_bar, run_graph
 from geoseg.inference.tiling import Block, TileGrid, pad_tile
@@ -60,6 +62,8 @@ class SceneJob:
     engine: str = "torch"
     precision: str = "fp32"
     streams: int = 1  # callers of one engine at a time in a worker process (its Dask threads)
+    objects: tuple[int, ...] = ()  # class ids whose object channels follow the class logits
+    decode: DecodeSettings | None = None  # their decoding thresholds
 
 
 @dataclass
@@ -71,6 +75,9 @@ class BlockResult:
     bottom: np.ndarray | None = field(repr=False)
     right: np.ndarray | None = field(repr=False)
     n_tiles: int = 0
+    # the objects the block's tiles own (object channels; geoseg.inference.pieces.pack_pieces)
+    piece_table: np.ndarray | None = field(default=None, repr=False)
+    piece_masks: np.ndarray | None = field(default=None, repr=False)
 
 
 def _scaled_weights(job: SceneJob, row: int, col: int) -> np.ndarray:
@@ -111,6 +118,7 @@ class BlockVotes:
     probabilities: np.ndarray | None = field(repr=False)
     valid: np.ndarray = field(repr=False)
     n_tiles: int = 0
+    pieces: list = field(default_factory=list, repr=False)  # objects the block's tiles own
 
 
 def _vote_bands(job: SceneJob, span) -> list[tuple[int, int]]:
@@ -153,7 +161,7 @@ def infer_block(job: SceneJob, block: Block) -> BlockVotes:
     classes = np.full((bh, bw), NODATA, dtype=np.uint8)
     probs = np.zeros((k, bh, bw), dtype=np.uint8) if job.probabilities else None
 
-    todo = []
+    todo, pieces = [], []
     for t in g.block_tiles(block):
         y, x = t.y - block.rows.start, t.x - block.cols.start
         h, w = min(size, bh - y), min(size, bw - x)
@@ -185,10 +193,14 @@ def infer_block(job: SceneJob, block: Block) -> BlockVotes:
                 ey0, ex0 = (ov if t.row > 0 else 0), (ov if t.col > 0 else 0)
                 ey1 = min(h, size - ov if t.row < g.rows.n - 1 else size)
                 ex1 = min(w, size - ov if t.col < g.cols.n - 1 else size)
-                fold_tile(logits[n], _scaled_weights(job, t.row, t.col), y, x, h, w, ey0, ey1, ex0, ex1,
+                tile = np.ascontiguousarray(logits[n, :, :, :k]) if job.objects else logits[n]
+                fold_tile(tile, _scaled_weights(job, t.row, t.col), y, x, h, w, ey0, ey1, ex0, ex1,
                           classes, acc_rows, acc_cols, slot, probs)
+                if job.objects:  # decoded per tile of the global grid: the same for any chunk size
+                    pieces += tile_objects(g, t.row, t.col, logits[n, :h, :w, k:], valid[y : y + h, x : x + w],
+                                           job.objects, job.decode)
 
-    return BlockVotes(acc_rows, acc_cols, slot, classes, probs, valid, block.n_tiles)
+    return BlockVotes(acc_rows, acc_cols, slot, classes, probs, valid, block.n_tiles, pieces)
 
 
 def finish_block(job: SceneJob, block: Block, votes: BlockVotes, top: np.ndarray | None,
@@ -238,7 +250,8 @@ def finish_block(job: SceneJob, block: Block, votes: BlockVotes, top: np.ndarray
             right[:, r0:r1] = acc_rows[:, r0:r1, fw:]
         for r0, r1 in gaps:
             right[:, r0:r1] = acc_cols[:, r0:r1, slot[fw] : slot[fw] + bw - fw]
-    return BlockResult(classes, probs, bottom, right, votes.n_tiles)
+    table, masks = pack_pieces(votes.pieces) if job.objects else (None, None)
+    return BlockResult(classes, probs, bottom, right, votes.n_tiles, table, masks)
 
 
 def _strip(result: BlockResult, side: str) -> np.ndarray | None:
@@ -287,7 +300,7 @@ def block_graph(job: SceneJob, blocks: list[list[Block]], store: ChunkStore | No
 def predict_scene(info: SceneInfo, bundle: str | os.PathLike, classes: ClassList, out,
                   options, runner: Runner, tile_size: int, overlap: int,
                   bands: tuple[int, ...], mean: tuple[float, ...], std: tuple[float, ...],
-                  choice=None, checkpoint: Path | None = None):
+                  choice=None, checkpoint: Path | None = None, objects=None, write_instances=None):
     """Predict one checked scene into ``out``; nothing is left behind on failure.
 
     ``out`` and ``options`` are the run's :class:`geoseg.prediction.SceneOutputs` and
@@ -295,6 +308,9 @@ def predict_scene(info: SceneInfo, bundle: str | os.PathLike, classes: ClassList
     ``choice``: the engine and precision (:func:`geoseg.engines.resolve`; default torch fp32).
     ``checkpoint``: a folder where finished chunks are saved as they come (see
     :mod:`geoseg.io.checkpoint`); a run killed mid-scene resumes from them.
+    ``objects``: the bundle's :class:`geoseg.models.bundle.ObjectChannels`; their objects, owned per
+    tile and merged across tiles (:mod:`geoseg.inference.pieces`), go to ``write_instances(instances)``
+    before the class raster is committed.
     """
     grid = TileGrid(info.height, info.width, tile_size, overlap)
     job = SceneJob(
@@ -305,6 +321,8 @@ def predict_scene(info: SceneInfo, bundle: str | os.PathLike, classes: ClassList
         torch_threads=runner.torch_threads,
         engine=choice.engine if choice else "torch", precision=choice.precision if choice else "fp32",
         streams=runner.engine_streams,
+        objects=tuple(objects.classes) if objects else (),
+        decode=DecodeSettings(**objects.decode) if objects else None,
     )
     blocks = grid.blocks(options.chunk_size)
     n_blocks = sum(map(len, blocks))
@@ -315,8 +333,12 @@ def predict_scene(info: SceneInfo, bundle: str | os.PathLike, classes: ClassList
     writers: list[ChunkWriter] = []
     bar = progress_bar(grid.n_tiles, Path(info.path).name, options.progress, unit="tile")
 
+    pieces = []
+
     def write(block: Block, result) -> None:
         win = block.final_window
+        if job.objects:
+            pieces.extend(unpack_pieces(result.piece_table, result.piece_masks))
         writers[0].write(result.classes, win)
         if out.probabilities:
             writers[1].write(result.probabilities, win)
@@ -336,12 +358,18 @@ def predict_scene(info: SceneInfo, bundle: str | os.PathLike, classes: ClassList
             for row in blocks:
                 for b in row:
                     if (b.i, b.j) in done:
-                        write(b, SimpleNamespace(**store.load(b.i, b.j, ("classes", "probabilities"))))
+                        write(b, SimpleNamespace(**store.load(b.i, b.j, ("classes", "probabilities", "piece_table",
+                                                                         "piece_masks"))))
 
         if done:
             log.info("%s: resuming: %d of %d chunks are saved in %s", info.path, len(done), n_blocks, store.folder)
         run_graph(graph, sink, runner, write_saved if done else None)
         bar.close()
+        if job.objects:
+            instances = merge_pieces(pieces, grid, measure="iou")
+            log.info("%s: %d objects (%d pieces merged)", info.path, len(instances),
+                     sum(q.parts for q in instances if q.parts > 1))
+            write_instances(instances)
         write_class_sidecars(out.classes, classes)  # before the raster: its rename is the commit point
         writers[0].finish_cog(decorate_classes(classes), options.overviews.upper())
         if out.probabilities:
@@ -350,9 +378,12 @@ def predict_scene(info: SceneInfo, bundle: str | os.PathLike, classes: ClassList
         bar.close()
         for w in writers:
             w.discard()
-        if not out.classes.exists():  # the sidecars of a raster that never came
+        if not out.classes.exists():  # the sidecars of a raster that never came, and its instances
             for p in class_sidecars(out.classes):
                 p.unlink(missing_ok=True)
+            for p in (out.instances, out.instances_gpkg):
+                if p is not None:
+                    p.unlink(missing_ok=True)
         raise
     if store is not None:
         store.remove()
@@ -369,6 +400,7 @@ def _scene_store(checkpoint: Path, job: SceneJob, options) -> ChunkStore:
         scene=os.path.realpath(job.scene.path), size=st.st_size, mtime=st.st_mtime_ns, bands=job.bands,
         mean=job.mean, std=job.std, weights=weights_hash(Path(job.bundle)), tile=g.tile_size, overlap=g.overlap,
         chunk=options.chunk_size, blend=job.blend, probabilities=job.probabilities, engine=job.engine,
-        precision=job.precision, device=resolve_device(job.device).type,
+        precision=job.precision, device=resolve_device(job.device).type, objects=job.objects,
+        decode=job.decode.to_dict() if job.decode else None,
     ))
     return ChunkStore(Path(checkpoint) / f"{output_stem(job.scene.path)}-{key}")

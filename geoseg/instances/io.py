@@ -13,8 +13,8 @@ import numpy as np
 from rasterio import Affine
 
 from geoseg.classes import ClassList
+from geoseg.inference.pieces import Instance
 from geoseg.inference.tiling import chunk_grid
-from geoseg.instances.tiled import Instance
 from geoseg.io.raster import SceneInfo
 
 LAYER = "instances"

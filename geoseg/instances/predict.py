@@ -49,9 +49,10 @@ def predict_instances_scene(info: SceneInfo, bundle: str, classes: ClassList, ou
     """Predict one checked scene into ``out`` (instances.tif and .gpkg); returns its COCO results."""
     import dask
 
+    from geoseg.inference.pieces import merge_pieces
     from geoseg.inference.predictor import default_batch_size
     from geoseg.instances.io import coco_results, write_gpkg, write_raster
-    from geoseg.instances.tiled import InstanceJob, infer_block, merge_pieces
+    from geoseg.instances.tiled import InstanceJob, infer_block
 
     grid = TileGrid(info.height, info.width, tile, overlap)
     blocks = [b for row in grid.blocks(options.chunk_size) for b in row]

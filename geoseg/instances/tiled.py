@@ -1,6 +1,7 @@
-"""Tiled instance prediction: ownership by tile cores, then a mask-IoS merge across core boundaries.
+"""Tiled Mask R-CNN prediction: each tile's detections, kept by the tile that owns them.
 
-The rule (README "Instances across tiles"):
+Ownership and the merge across tiles are :mod:`geoseg.inference.pieces`' (README "Instances across
+tiles"), shared with the object channels of semantic bundles. The rule:
 
 1. Every tile of the global grid has a *core*: the tile minus half the overlap on each side that
    has a neighbour. The cores partition the scene.
@@ -19,11 +20,11 @@ can be merged. Masks are kept cropped to their boxes; nothing is ever scene-size
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 
+from geoseg.inference.pieces import Piece, tile_piece
 from geoseg.inference.tiling import Block, TileGrid
 from geoseg.io.raster import SceneInfo, read_window
 
@@ -42,42 +43,6 @@ class InstanceJob:
     score_threshold: float
     mask_threshold: float
     torch_threads: int | None = None
-
-
-@dataclass
-class Piece:
-    """A detection kept by its tile, in scene pixels: ``mask`` covers rows y0.. and columns x0.."""
-
-    y0: int
-    x0: int
-    mask: np.ndarray
-    label: int
-    score: float
-    tile: tuple[int, int]
-    cut: bool  # touches an inner edge of its tile: part of an object larger than the overlap
-
-    @property
-    def y1(self) -> int:
-        return self.y0 + self.mask.shape[0]
-
-    @property
-    def x1(self) -> int:
-        return self.x0 + self.mask.shape[1]
-
-    @property
-    def area(self) -> int:
-        return int(self.mask.sum())
-
-
-def core(grid: TileGrid, row: int, col: int) -> tuple[float, float, float, float]:
-    """A tile's core ``[y0, y1) x [x0, x1)`` (infinite on scene edges, so every centre has an owner)."""
-    half, s = grid.overlap / 2, grid.stride
-
-    def axis(k: int, n: int) -> tuple[float, float]:
-        return (k * s + half if k > 0 else -math.inf, (k + 1) * s + half if k < n - 1 else math.inf)
-
-    (y0, y1), (x0, x1) = axis(row, grid.rows.n), axis(col, grid.cols.n)
-    return y0, y1, x0, x1
 
 
 def _tile_input(data: np.ndarray, valid: np.ndarray, mean: np.ndarray, y: int, x: int, h: int, w: int,
@@ -119,7 +84,6 @@ def infer_block(job: InstanceJob, block: Block) -> list[Piece]:
         tiles = np.stack([_tile_input(data, valid, mean, y, x, h, w, size) for _, y, x, h, w in batch])
         found = predictor.detect(tiles, job.mask_threshold)
         for (t, y, x, h, w), dets in zip(batch, found):
-            cy0, cy1, cx0, cx1 = core(g, t.row, t.col)
             for d in dets:
                 if d.score < job.score_threshold:
                     continue
@@ -132,116 +96,7 @@ def infer_block(job: InstanceJob, block: Block) -> list[Piece]:
                 if not rows.size:
                     continue
                 m = m[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
-                ty0, tx0 = d.y0 + rows[0], d.x0 + cols[0]  # tile pixels
-                sy0, sx0 = t.y + ty0, t.x + tx0  # scene pixels
-                cy, cx = sy0 + m.shape[0] / 2, sx0 + m.shape[1] / 2
-                if not (cy0 <= cy < cy1 and cx0 <= cx < cx1):
-                    continue  # another tile owns it
-                cut = ((t.row > 0 and ty0 == 0) or (t.col > 0 and tx0 == 0)
-                       or (t.row < g.rows.n - 1 and ty0 + m.shape[0] == size)
-                       or (t.col < g.cols.n - 1 and tx0 + m.shape[1] == size))
-                pieces.append(Piece(int(sy0), int(sx0), np.ascontiguousarray(m), int(d.label), float(d.score),
-                                    (t.row, t.col), bool(cut)))
+                p = tile_piece(g, t.row, t.col, d.y0 + rows[0], d.x0 + cols[0], m, d.label, d.score)
+                if p is not None:
+                    pieces.append(p)
     return pieces
-
-
-class _UnionFind:
-    def __init__(self, n: int) -> None:
-        self.parent = list(range(n))
-
-    def find(self, i: int) -> int:
-        while self.parent[i] != i:
-            self.parent[i] = self.parent[self.parent[i]]
-            i = self.parent[i]
-        return i
-
-    def union(self, a: int, b: int) -> None:
-        a, b = self.find(a), self.find(b)
-        if a != b:
-            self.parent[max(a, b)] = min(a, b)
-
-
-def _tile_rect(grid: TileGrid, row: int, col: int) -> tuple[int, int, int, int]:
-    y, x = grid.rows.start(row), grid.cols.start(col)
-    return y, min(y + grid.tile_size, grid.height), x, min(x + grid.tile_size, grid.width)
-
-
-def _within(p: Piece, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
-    """The part of ``p``'s mask inside a region (scene pixels), aligned to the region's clipped box."""
-    ya, yb, xa, xb = max(y0, p.y0), min(y1, p.y1), max(x0, p.x0), min(x1, p.x1)
-    if ya >= yb or xa >= xb:
-        return np.zeros((0, 0), dtype=bool)
-    return p.mask[ya - p.y0 : yb - p.y0, xa - p.x0 : xb - p.x0]
-
-
-def _band_ios(a: Piece, b: Piece, grid: TileGrid) -> float:
-    """Mask intersection over the smaller mask, both counted in the region the two pieces' tiles share."""
-    ra, rb = _tile_rect(grid, *a.tile), _tile_rect(grid, *b.tile)
-    sy0, sy1, sx0, sx1 = max(ra[0], rb[0]), min(ra[1], rb[1]), max(ra[2], rb[2]), min(ra[3], rb[3])
-    small = min(int(_within(a, sy0, sy1, sx0, sx1).sum()), int(_within(b, sy0, sy1, sx0, sx1).sum()))
-    if not small:
-        return 0.0
-    y0, y1 = max(sy0, a.y0, b.y0), min(sy1, a.y1, b.y1)
-    x0, x1 = max(sx0, a.x0, b.x0), min(sx1, a.x1, b.x1)
-    if y0 >= y1 or x0 >= x1:
-        return 0.0
-    return int((_within(a, y0, y1, x0, x1) & _within(b, y0, y1, x0, x1)).sum()) / small
-
-
-@dataclass
-class Instance:
-    """A finished instance in scene pixels."""
-
-    y0: int
-    x0: int
-    mask: np.ndarray
-    label: int
-    score: float
-    parts: int  # pieces merged into it (1: found whole by one tile)
-
-    @property
-    def y1(self) -> int:
-        return self.y0 + self.mask.shape[0]
-
-    @property
-    def x1(self) -> int:
-        return self.x0 + self.mask.shape[1]
-
-
-def merge_pieces(pieces: list[Piece], grid: TileGrid, ios_threshold: float = 0.5) -> list[Instance]:
-    """Join the pieces of objects cut by their tiles (see the module's rule); order: top-left first."""
-    by_tile: dict[tuple[int, int], list[int]] = {}
-    for i, p in enumerate(pieces):
-        by_tile.setdefault(p.tile, []).append(i)
-    uf = _UnionFind(len(pieces))
-    for i, a in enumerate(pieces):
-        if not a.cut:
-            continue
-        r, c = a.tile
-        for dr in (-1, 0, 1):
-            for dc in (-1, 0, 1):
-                for j in by_tile.get((r + dr, c + dc), ()) if (dr or dc) else ():
-                    b = pieces[j]
-                    if b.label != a.label or b.y0 >= a.y1 or a.y0 >= b.y1 or b.x0 >= a.x1 or a.x0 >= b.x1:
-                        continue
-                    if _band_ios(a, b, grid) >= ios_threshold:
-                        uf.union(i, j)
-    groups: dict[int, list[int]] = {}
-    for i in range(len(pieces)):
-        groups.setdefault(uf.find(i), []).append(i)
-    out = []
-    for members in groups.values():
-        ps = [pieces[i] for i in members]
-        if len(ps) == 1:
-            p = ps[0]
-            out.append(Instance(p.y0, p.x0, p.mask, p.label, p.score, 1))
-            continue
-        y0, x0 = min(p.y0 for p in ps), min(p.x0 for p in ps)
-        y1, x1 = max(p.y1 for p in ps), max(p.x1 for p in ps)
-        m = np.zeros((y1 - y0, x1 - x0), dtype=bool)
-        for p in ps:
-            m[p.y0 - y0 : p.y1 - y0, p.x0 - x0 : p.x1 - x0] |= p.mask
-        out.append(Instance(y0, x0, m, ps[0].label, max(p.score for p in ps), len(ps)))
-    # a deterministic order that does not depend on chunks or workers
-    out.sort(key=lambda q: (q.y0, q.x0, q.y1, q.x1, q.label, -q.score, q.mask.tobytes()))
-    return out

@@ -1,8 +1,8 @@
 """A scene's finished prediction chunks on disk, so that a killed predict resumes where it stopped.
 
 Each finished chunk is saved as one file (``chunk-I-J.npz``: its classes, its
-probabilities when asked for, and the vote strips it hands to the blocks below
-and to its right), written under a temporary name, flushed to disk and
+probabilities when asked for, the vote strips it hands to the blocks below
+and to its right, and the objects its tiles own when the model decodes objects), written under a temporary name, flushed to disk and
 renamed: a chunk file that exists is complete, whatever killed the process
 (``kill -9``, node loss, walltime). A re-run computes only the missing chunks;
 the neighbours of a finished chunk take its strips from its file, so the votes
@@ -31,7 +31,7 @@ from geoseg.errors import GeosegError
 from geoseg.io.output import clean_stale, tmp_name
 
 log = logging.getLogger("geoseg")
-_ARRAYS = ("classes", "probabilities", "bottom", "right")
+_ARRAYS = ("classes", "probabilities", "bottom", "right", "piece_table", "piece_masks")
 
 
 def store_key(parts: dict) -> str:

@@ -36,6 +36,33 @@ _PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".bin")
 
 
 @dataclass(frozen=True)
+class ObjectChannels:
+    """A semantic bundle's object channels: body, inner border and contact per object class, after the
+    class logits (see ``geoseg.training.targets``), and the thresholds that decode them into instances
+    (``geoseg.inference.objects.DecodeSettings``, tuned by training)."""
+
+    classes: tuple[int, ...]  # class ids with object channels, in channel order
+    border: int = 2  # px, the inner border's width the model was trained with
+    contact: int = 3  # px, the contact strip's reach
+    decode: dict = field(default_factory=dict)
+
+    @property
+    def channels(self) -> int:
+        return 3 * len(self.classes)
+
+    def to_json(self) -> dict:
+        return {"classes": list(self.classes), "border": self.border, "contact": self.contact,
+                "decode": dict(self.decode)}
+
+    @classmethod
+    def from_json(cls, data, source: str) -> ObjectChannels:
+        if not isinstance(data, dict) or not isinstance(data.get("classes"), list) or not data["classes"]:
+            raise GeosegError("objects must be a mapping with a non-empty list of class ids", source)
+        return cls(tuple(int(c) for c in data["classes"]), int(data.get("border", 2)),
+                   int(data.get("contact", 3)), dict(data.get("decode") or {}))
+
+
+@dataclass(frozen=True)
 class BundleMeta:
     """Everything needed to rebuild and run a model, as stored in ``geoseg.json``."""
 
@@ -51,6 +78,7 @@ class BundleMeta:
     arch_params: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)  # training metrics, config, ...
     geoseg_version: str = __version__
+    objects: ObjectChannels | None = None  # object channels after the class logits (semantic bundles)
 
     def __post_init__(self) -> None:
         n = len(self.bands)
@@ -65,6 +93,16 @@ class BundleMeta:
         if not self.classes.is_contiguous():
             raise GeosegError("bundle class ids must be 0..K-1 in order (they index model outputs)")
         check_tiling(self.tile_size, self.overlap)
+        if self.objects is not None:
+            bad = [c for c in self.objects.classes if not 0 <= c < len(self.classes)]
+            if bad or len(set(self.objects.classes)) != len(self.objects.classes):
+                raise GeosegError(f"objects.classes must be distinct class ids of the bundle, got "
+                                  f"{list(self.objects.classes)}")
+
+    @property
+    def out_channels(self) -> int:
+        """Model outputs: the class logits, then the object channels."""
+        return len(self.classes) + (self.objects.channels if self.objects else 0)
 
     @property
     def in_channels(self) -> int:
@@ -79,6 +117,9 @@ class BundleMeta:
         d.pop("classes")
         d.pop("mean")
         d.pop("std")
+        d.pop("objects")
+        if self.objects is not None:
+            d["objects"] = self.objects.to_json()
         return {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -102,7 +143,7 @@ class BundleMeta:
         known = {
             "format", "format_version", "architecture", "encoder", "bands", "normalization",
             "classes", "ignore_index", "tile_size", "overlap", "gsd", "arch_params", "extra",
-            "geoseg_version",
+            "geoseg_version", "objects",
         }
         unknown = set(data) - known
         if unknown:
@@ -125,6 +166,7 @@ class BundleMeta:
                 arch_params=dict(data.get("arch_params") or {}),
                 extra=dict(data.get("extra") or {}),
                 geoseg_version=str(data.get("geoseg_version", "unknown")),
+                objects=None if data.get("objects") is None else ObjectChannels.from_json(data["objects"], source),
             )
         except KeyError as exc:
             raise GeosegError(f"bundle description lacks {exc.args[0]!r}", source) from None
@@ -200,7 +242,7 @@ def build_model(meta: BundleMeta) -> nn.Module:
 
         return create_instance_model(meta.architecture, meta.encoder, meta.in_channels, meta.num_classes,
                                      meta.mean, meta.std, meta.tile_size, meta.arch_params)
-    model = create_model(meta.architecture, meta.encoder, meta.in_channels, meta.num_classes, meta.arch_params)
+    model = create_model(meta.architecture, meta.encoder, meta.in_channels, meta.out_channels, meta.arch_params)
     stride = output_stride(model)
     if meta.tile_size % stride:
         raise GeosegError(f"tile size {meta.tile_size} is not divisible by the encoder's stride {stride}")

@@ -121,6 +121,21 @@ class OptimConfig:
 
 
 @dataclass(frozen=True)
+class ObjectsConfig:
+    """Object channels (body, inner border, contact) for "thing" classes, decoded into instances.
+
+    ``weights``: the loss weights of the three channels (binary cross-entropy plus Dice each);
+    ``border``/``contact``: their widths in px (see ``geoseg.training.targets``). Training tunes the
+    decoding thresholds for object F1 on the validation blocks and stores them in the bundle.
+    """
+
+    classes: list = field(default_factory=list)  # class names (or ids) that get object channels
+    border: int = 2
+    contact: int = 3
+    weights: list = field(default_factory=lambda: [1.0, 0.5, 0.5])
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     classes: ClassList
     bands: tuple[int, ...]
@@ -132,6 +147,7 @@ class TrainConfig:
     sampling: SamplingConfig = SamplingConfig()
     augment: AugmentConfig = AugmentConfig()
     train: OptimConfig = OptimConfig()
+    objects: ObjectsConfig | None = None
     source: str = ""
     raw: dict = field(default_factory=dict, repr=False)
 
@@ -160,6 +176,33 @@ def _build(cls, data, where: str, source: str):
         return cls(**out)
     except TypeError as exc:
         raise GeosegError(f"{where or 'config'}: {exc}", source) from None
+
+
+def _objects(raw, classes: ClassList, src: str) -> ObjectsConfig | None:
+    """``objects:`` with class names resolved to ids (None when absent)."""
+    if raw is None:
+        return None
+    cfg = _build(ObjectsConfig, raw, "objects", src)
+    if not isinstance(cfg.classes, list) or not cfg.classes:
+        raise GeosegError("objects.classes must list the classes that get object channels (e.g. [building])", src)
+    ids = []
+    for c in cfg.classes:
+        match = [k for k in classes if k.name == c or k.slug == c or k.id == c]
+        if not match:
+            raise GeosegError(f"objects.classes: {c!r} is not a class (classes: {', '.join(classes.names)})", src)
+        if not match[0].vectorize:
+            raise GeosegError(f"objects.classes: {match[0].name} is a background class", src)
+        ids.append(match[0].id)
+    if len(set(ids)) != len(ids):
+        raise GeosegError("objects.classes names a class twice", src)
+    w = cfg.weights
+    if not (isinstance(w, list) and len(w) == 3 and all(isinstance(v, (int, float)) and v >= 0 for v in w)):
+        raise GeosegError(f"objects.weights must be three non-negative numbers (body, border, contact), got {w!r}",
+                          src)
+    if not (0 <= cfg.border <= 16 and 0 <= cfg.contact <= 16):
+        raise GeosegError(f"objects.border and objects.contact must be 0 to 16 px, got {cfg.border} and "
+                          f"{cfg.contact}", src)
+    return ObjectsConfig(ids, int(cfg.border), int(cfg.contact), [float(v) for v in w])
 
 
 def _all_bands(raw: dict, rel, src: str) -> list[int]:
@@ -300,8 +343,13 @@ def parse_config(raw: dict, path: Path) -> TrainConfig:
         sampling=_build(SamplingConfig, raw.get("sampling") or {}, "sampling", src),
         augment=_build(AugmentConfig, raw.get("augment") or {}, "augment", src),
         train=_build(OptimConfig, raw.get("train") or {}, "train", src),
+        objects=_objects(raw.get("objects"), classes, src),
         source=src, raw=raw,
     )
+    if cfg.objects is not None and (cfg.chips is not None or cfg.data is not None or not cfg.scenes
+                                    or cfg.model.architecture.lower() == "maskrcnn"):
+        raise GeosegError("objects (object channels) train semantic models on scenes with vector labels: each "
+                          "polygon is one object", src)
     terms = cfg.train.loss.split("+")
     if len(set(terms)) != len(terms) or not set(terms) <= {"ce", "dice", "lovasz"}:
         raise GeosegError(f"train.loss must be one or more of ce, dice and lovasz joined by + (ce+dice, "

@@ -122,6 +122,9 @@ def open_scene(sc: SceneConfig, cfg: TrainConfig, held_out: bool = True) -> Scen
             raise GeosegError(f"labels have no features over the scene {Path(sc.image).name}", lab.path)
         labels = VectorLabels(geoms, ids, background)
     else:
+        if cfg.objects is not None:
+            raise GeosegError("objects (object channels) need vector labels, one polygon per object; a label "
+                              "raster cannot tell touching objects apart", lab.path)
         try:
             with rasterio.open(lab.path) as src:
                 same = src.crs == grid.crs and src.transform == grid.transform and src.shape == (info.height,
@@ -210,27 +213,37 @@ def warp(arr: np.ndarray, f: float, angle: float, chip: int, order: int, cval=0)
     return out
 
 
-def augment(x: np.ndarray, y: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator):
+def augment(x: np.ndarray, y: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator,
+            also: np.ndarray | None = None):
+    """Flips, quarter turns, contrast and brightness of a chip ``x`` and its labels ``y``; ``also`` (a 2-D
+    raster of the chip's grid, e.g. its instances) is flipped and turned with them. Returns ``(x, y)``,
+    or ``(x, y, also)`` when given."""
     if cfg.flips:
         if rng.random() < 0.5:
             x, y = x[:, :, ::-1], y[:, ::-1]
+            also = None if also is None else also[:, ::-1]
         if rng.random() < 0.5:
             x, y = x[:, ::-1], y[::-1]
+            also = None if also is None else also[::-1]
     if cfg.rot90:
         k = int(rng.integers(4))
         x, y = np.rot90(x, k, axes=(1, 2)), np.rot90(y, k)
+        also = None if also is None else np.rot90(also, k)
     if cfg.contrast:
         x = x * np.float32(rng.uniform(1 - cfg.contrast, 1 + cfg.contrast))
     if cfg.brightness:
         x = x + np.float32(rng.uniform(-cfg.brightness, cfg.brightness))
-    return np.ascontiguousarray(x, dtype=np.float32), np.ascontiguousarray(y)
+    x, y = np.ascontiguousarray(x, dtype=np.float32), np.ascontiguousarray(y)
+    return (x, y) if also is None else (x, y, np.ascontiguousarray(also))
 
 
 class SceneChips(torch.utils.data.Dataset):
     """Random chips from the training blocks of scenes: windowed reads, labels rasterized per chip."""
 
-    def __init__(self, sources: list[SceneSource], cfg: TrainConfig, mean, std) -> None:
+    def __init__(self, sources: list[SceneSource], cfg: TrainConfig, mean, std, instances: bool = False) -> None:
+        """``instances``: also burn each chip's polygons one number each (``draw``'s last item)."""
         self.sources, self.cfg = sources, cfg
+        self.instances = instances or cfg.objects is not None
         self.mean = np.asarray(mean, np.float32)[:, None, None]
         self.std = np.asarray(std, np.float32)[:, None, None]
         self.epoch = 0
@@ -247,17 +260,26 @@ class SceneChips(torch.utils.data.Dataset):
         return self.cfg.sampling.chips_per_epoch
 
     def __getitem__(self, i: int):
-        rng, _, _, data, valid, lab = self.draw(i)
+        """``(image, labels)``, and with ``objects`` configured ``(image, labels, object targets)``: uint8
+        ``(3 * object classes, H, W)`` body, border and contact of the chip's own polygons."""
+        rng, src, _, data, valid, lab, ids = self.draw(i)
         x = (data.astype(np.float32) - self.mean) / self.std
         x[:, ~valid] = 0
-        x, lab = augment(x, lab, self.cfg.augment, rng)
-        return torch.from_numpy(x), torch.from_numpy(lab.astype(np.int64))
+        obj = self.cfg.objects
+        if obj is None:
+            x, lab = augment(x, lab, self.cfg.augment, rng)
+            return torch.from_numpy(x), torch.from_numpy(lab.astype(np.int64))
+        x, lab, ids = augment(x, lab, self.cfg.augment, rng, ids)
+        return torch.from_numpy(x), torch.from_numpy(lab.astype(np.int64)), torch.from_numpy(
+            chip_object_targets(ids, src.labels.ids, obj))
 
     def draw(self, i: int):
-        """Chip ``i`` of the epoch: ``(rng, source, window, data, valid, labels)``.
+        """Chip ``i`` of the epoch: ``(rng, source, window, data, valid, labels, instances)``.
 
         ``window`` is every source pixel the chip was made from: the chip itself,
         or with ``augment.scale``/``rotate`` the larger window it was resampled from.
+        ``instances`` (when the dataset burns them, else None): int32, feature ``n`` of the
+        scene's labels as ``n + 1``, 0 where none or nodata, resampled like the labels.
         """
         cfg = self.cfg
         rng = np.random.default_rng([cfg.train.seed, self.epoch, i])
@@ -288,12 +310,32 @@ class SceneChips(torch.utils.data.Dataset):
                 data = warp(data, f, angle, c, order=1)
                 valid = warp(valid[None].view(np.uint8), f, angle, c, order=0)[0].astype(bool)
                 lab = warp(lab[None], f, angle, c, order=0, cval=NODATA)[0]
-            best = (rng, src, win, data, valid, lab)
+            best = (rng, src, win, data, valid, lab, (f, angle))
             if not want_rare or np.isin(lab, list(self.background) + [NODATA], invert=True).any():
                 break
         if best is None:
             raise GeosegError("could not draw a valid training chip in 64 tries (too much nodata?)")
-        return best
+        rng, src, win, data, valid, lab, (f, angle) = best
+        ids = None
+        if self.instances:
+            from geoseg.vector.labels import read_instances
+
+            ids, _ = read_instances(src.labels, src.grid, win)
+            if win.width != c:
+                ids = warp(ids[None], f, angle, c, order=0, cval=0)[0]
+            ids[~valid] = 0
+        return rng, src, win, data, valid, lab, ids
+
+
+def chip_object_targets(ids: np.ndarray, feature_classes: np.ndarray, objects) -> np.ndarray:
+    """uint8 ``(3 * len(objects.classes), H, W)``: for each object class, the body, border and contact
+    targets (:func:`geoseg.training.targets.object_targets`) of that class's instances in ``ids``
+    (feature ``n`` as ``n + 1``; ``feature_classes[n]`` its class id)."""
+    from geoseg.training.targets import object_targets
+
+    cls = np.concatenate([[-1], np.asarray(feature_classes)])[ids]  # -1: no feature
+    return np.concatenate([object_targets(np.where(cls == c, ids, 0), objects.border, objects.contact)
+                           for c in objects.classes])
 
 
 class ChipFolder(torch.utils.data.Dataset):
@@ -383,4 +425,4 @@ class ChipFolder(torch.utils.data.Dataset):
         return tuple(map(float, mean)), tuple(float(max(v, 1e-6)) for v in np.sqrt(np.maximum(ss / n - mean**2, 0)))
 
 
-__all__ = ["ChipFolder", "SceneChips", "band_statistics", "open_scene", "split_blocks"]
+__all__ = ["ChipFolder", "SceneChips", "band_statistics", "chip_object_targets", "open_scene", "split_blocks"]

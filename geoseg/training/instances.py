@@ -56,10 +56,12 @@ class InstanceChips(SceneChips):
     """Random chips of the training blocks with their footprints as instances (raw pixel values: the model's
     transform normalises)."""
 
+    def __init__(self, sources, cfg: TrainConfig, mean, std) -> None:
+        super().__init__(sources, cfg, mean, std, instances=True)
+
     def __getitem__(self, i: int):
-        rng, src, win, data, valid, _ = self.draw(i)
-        ids, classes = read_instances(src.labels, src.grid, win)
-        ids[~valid] = 0
+        rng, src, _, data, valid, _, ids = self.draw(i)
+        classes = {int(v): int(src.labels.ids[v - 1]) for v in np.unique(ids) if v > 0}
         x = (data.astype(np.float32) - self.mean) / self.std
         x[:, ~valid] = 0
         x, ids = augment(x, ids, self.cfg.augment, rng)

@@ -62,6 +62,20 @@ def _loss(logits: torch.Tensor, target: torch.Tensor, kind: str, k: int) -> torc
     return total
 
 
+def _object_loss(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, weights) -> torch.Tensor:
+    """Binary cross-entropy plus soft Dice of each object channel (body, border, contact per class),
+    weighted per channel, over the batch's valid (labelled) pixels."""
+    t = target.float()
+    v = valid.unsqueeze(1).to(logits.dtype)
+    n = v.sum().clamp_min(1.0)
+    bce = (F.binary_cross_entropy_with_logits(logits, t, reduction="none") * v).sum((0, 2, 3)) / n
+    p = torch.sigmoid(logits) * v
+    tv = t * v
+    dice = 1 - (2 * (p * tv).sum((0, 2, 3)) + 1.0) / (p.sum((0, 2, 3)) + tv.sum((0, 2, 3)) + 1.0)
+    w = torch.tensor(list(weights) * (logits.shape[1] // 3), dtype=logits.dtype, device=logits.device)
+    return (w * (bce + dice)).sum()
+
+
 def _pad32(x: np.ndarray) -> tuple[np.ndarray, int, int]:
     h, w = x.shape[-2:]
     ph, pw = (-h) % 32, (-w) % 32
@@ -71,8 +85,12 @@ def _pad32(x: np.ndarray) -> tuple[np.ndarray, int, int]:
 
 
 @torch.inference_mode()
-def validate(model, sources, cfg: TrainConfig, mean, std, device) -> np.ndarray:
-    """Confusion matrix of the model on every held-out block (and validation scene)."""
+def validate(model, sources, cfg: TrainConfig, mean, std, device, objects: list | None = None) -> np.ndarray:
+    """Confusion matrix of the model on every held-out block (and validation scene).
+
+    ``objects``: a list that gets each window's object channels and reference instances
+    (:class:`geoseg.training.decoding.ObjectWindow`) when the config has ``objects``.
+    """
     from geoseg.io.raster import read_window
 
     k = len(cfg.classes)
@@ -88,8 +106,18 @@ def validate(model, sources, cfg: TrainConfig, mean, std, device) -> np.ndarray:
             x[:, ~valid] = 0
             x, h, w = _pad32(x)
             logits = model(torch.from_numpy(np.ascontiguousarray(x))[None].to(device))
-            pred = logits[0, :, :h, :w].argmax(0).cpu().numpy()
+            pred = logits[0, :k, :h, :w].argmax(0).cpu().numpy()
             cm += confusion(lab, pred, k, valid=lab != NODATA)
+            if objects is not None and cfg.objects is not None:
+                from geoseg.training.decoding import ObjectWindow, reference_instances
+                from geoseg.vector.labels import read_instances
+
+                probs = torch.sigmoid(logits[0, k:, :h, :w].float()).cpu().numpy()
+                probs[:, ~valid] = 0
+                ids, _ = read_instances(src.labels, src.grid, win)
+                ids[~valid] = 0
+                objects.append(ObjectWindow(np.rint(probs * 255).astype(np.uint8),
+                                            reference_instances(ids, src.labels.ids, tuple(cfg.objects.classes))))
     return cm
 
 
@@ -185,7 +213,8 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, progress: bool, stop_after
                     "validation.holdout or validation.scenes to pick the best epoch on held-out data")
     device = resolve_device(tc.device)
     torch.manual_seed(tc.seed)
-    model = create_model(cfg.model.architecture, cfg.model.encoder, len(cfg.bands), k, cfg.model.arch_params)
+    n_obj = 3 * len(cfg.objects.classes) if cfg.objects else 0
+    model = create_model(cfg.model.architecture, cfg.model.encoder, len(cfg.bands), k + n_obj, cfg.model.arch_params)
     provenance = {}
     if cfg.model.encoder_weights:
         provenance = load_encoder_weights(model, cfg.model.encoder_weights, cfg.model.encoder_weights_mapping,
@@ -210,6 +239,9 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, progress: bool, stop_after
     metrics_path = out / "metrics.csv"
     header = ["epoch", "train_loss", "val_pixel_accuracy", "val_mean_iou", "lr",
               *[f"val_iou_{c.slug}" for c in cfg.classes]]
+    if cfg.objects:  # the epoch is picked by object F1 with thresholds tuned on the same blocks
+        header += ["val_object_f1", "val_object_tp", "val_object_fp", "val_object_fn", "decode_seed", "decode_mask",
+                   "decode_min_area"]
     if not resume or not metrics_path.exists():
         with open(metrics_path, "w", newline="") as f:
             csv.writer(f).writerow(header)
@@ -228,31 +260,47 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, progress: bool, stop_after
             model.encoder.eval()
         losses = []
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{tc.epochs}", disable=not progress, leave=False)
-        for x, y in bar:
-            x = x.to(device).contiguous(memory_format=torch.channels_last)
-            y = y.to(device)
+        for batch in bar:
+            x = batch[0].to(device).contiguous(memory_format=torch.channels_last)
+            y = batch[1].to(device)
             opt.zero_grad(set_to_none=True)
-            loss = _loss(model(x), y, tc.loss, k)
+            logits = model(x)
+            loss = _loss(logits[:, :k], y, tc.loss, k)
+            if cfg.objects:
+                loss = loss + _object_loss(logits[:, k:], batch[2].to(device), y != NODATA, cfg.objects.weights)
             loss.backward()
             opt.step()
             losses.append(loss.item())
             bar.set_postfix(loss=f"{np.mean(losses):.4f}")
         sched.step()
+        windows = [] if cfg.objects else None
         if cfg.scenes:
-            cm = validate(model, val_sources, cfg, mean, std, device)
+            cm = validate(model, val_sources, cfg, mean, std, device, windows)
         else:
             cm = _validate_chips(model, val_sources[0][1], dataset, device, k)
         scores, per = overall_scores(cm), class_scores(cm)
         miou = scores["mean_iou"]
         row = [epoch + 1, float(np.mean(losses)) if losses else float("nan"), scores["pixel_accuracy"], miou,
                opt.param_groups[0]["lr"], *[float(v) for v in per["iou"]]]
+        if cfg.objects:
+            from geoseg.training.decoding import tune_decoding
+
+            decode, obj_scores = tune_decoding(windows)
+            row += [obj_scores["f1"], obj_scores["tp"], obj_scores["fp"], obj_scores["fn"], decode.seed, decode.mask,
+                    decode.min_area]
         with open(metrics_path, "a", newline="") as f:
             csv.writer(f).writerow(row)
-        if has_validation:
+        if has_validation and cfg.objects:
+            log.warning("epoch %d/%d: loss %.4f, validation mIoU %.4f, object F1 %.4f (seed %.1f, mask %.1f, "
+                        "min area %d px)", epoch + 1, tc.epochs, row[1], miou, obj_scores["f1"], decode.seed,
+                        decode.mask, decode.min_area)
+        elif has_validation:
             log.warning("epoch %d/%d: loss %.4f, validation mIoU %.4f", epoch + 1, tc.epochs, row[1], miou)
         else:
             log.warning("epoch %d/%d: loss %.4f", epoch + 1, tc.epochs, row[1])
         score = -1.0 if np.isnan(miou) else miou
+        if cfg.objects and has_validation:  # object F1 first, mIoU breaks ties
+            score = obj_scores["f1"] + 1e-6 * max(score, 0.0)
         # Without validation data the last epoch is the model.
         if score > best or not has_validation or not (out / META_NAME).exists():
             best = max(best, score)
@@ -260,13 +308,21 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, progress: bool, stop_after
                                     "iou": {c.name: (None if np.isnan(v) else float(v))
                                             for c, v in zip(cfg.classes, per["iou"])}},
                      "train_config": jsonable(cfg.raw)}
+            epoch_meta = meta
+            if cfg.objects:
+                from geoseg.models.bundle import ObjectChannels
+
+                extra["validation"]["objects"] = {**obj_scores, "min_reference_px": 20,
+                                                  "tuned_on": "validation blocks"}
+                epoch_meta = replace(meta, objects=ObjectChannels(tuple(cfg.objects.classes), cfg.objects.border,
+                                                                  cfg.objects.contact, decode.to_dict()))
             if provenance:
                 extra["encoder_weights"] = provenance
             if init:
                 extra["init_from"] = init
             if input_info.get("dtype"):
                 extra["input"] = input_info
-            save_bundle(model, replace(meta, extra=extra), out / ".bundle-new", overwrite=True,
+            save_bundle(model, replace(epoch_meta, extra=extra), out / ".bundle-new", overwrite=True,
                         dtype=torch.float16 if tc.half_weights else None)
             for f in ("geoseg.json", "model.safetensors"):
                 os.replace(out / ".bundle-new" / f, out / f)
@@ -341,7 +397,7 @@ def precision_check(out: Path, cfg: TrainConfig) -> str:
                     / np.asarray(meta.std, np.float32)[:, None, None]
                 norm[:, ~valid] = 0
                 x[:h, :w] = np.moveaxis(norm, 0, -1)
-                labels = pred.class_logits(x[None])[0, :h, :w].argmax(-1)
+                labels = pred.class_logits(x[None])[0, :h, :w, :k].argmax(-1)
                 cm += confusion(lab, labels, k, valid=lab != NODATA)
         cms[precision] = cm
     fg = [c.id for c in cfg.classes if c.vectorize]
@@ -373,7 +429,15 @@ def _init_from_bundle(model, cfg: TrainConfig) -> dict:
         raise GeosegError(f"model.init_from is a {src.architecture}/{src.encoder} bundle; this config trains "
                           f"{cfg.model.architecture}/{cfg.model.encoder}", path)
     state = load_weights(str(path / WEIGHTS_NAME))
-    load, adapted = fit_tensors(model.state_dict(), state, path, "model.init_from: another class count or decoder?")
+    own = model.state_dict()
+    if cfg.objects and src.objects is None:  # object channels added to a class model: its head gains outputs
+        state = dict(state)
+        for key, t in own.items():
+            v = state.get(key)
+            if key.startswith("segmentation_head.") and v is not None and v.ndim == t.ndim and \
+                    v.shape[0] == len(src.classes) < t.shape[0] and v.shape[1:] == t.shape[1:]:
+                state[key] = torch.cat([v.to(t.dtype), t[v.shape[0]:]])
+    load, adapted = fit_tensors(own, state, path, "model.init_from: another class count or decoder?")
     model.load_state_dict(load, strict=True)
     log.warning("starting from the weights of %s%s", path.name, f" (stem adapted to {len(cfg.bands)} band(s))"
                 if adapted else "")
@@ -387,18 +451,26 @@ def _score_test_blocks(out: Path, test_sources, cfg: TrainConfig, device) -> Non
 
     bundle = load_bundle(out)
     model = bundle.model.to(device)
-    cm = validate(model, test_sources, cfg, bundle.meta.mean, bundle.meta.std, device)
+    windows = [] if cfg.objects else None
+    cm = validate(model, test_sources, cfg, bundle.meta.mean, bundle.meta.std, device, windows)
     scores, per = overall_scores(cm), class_scores(cm)
     test = {"blocks": sorted([list(b) for s, _ in test_sources for b in s.test]), **scores,
             "iou": {c.name: (None if np.isnan(v) else float(v)) for c, v in zip(cfg.classes, per["iou"])}}
+    if cfg.objects and bundle.meta.objects:
+        from geoseg.inference.objects import DecodeSettings
+        from geoseg.training.decoding import object_scores
+
+        test["objects"] = {**object_scores(windows, DecodeSettings(**bundle.meta.objects.decode)),
+                           "min_reference_px": 20}
     meta_path = out / META_NAME
     data = json.loads(meta_path.read_text())
     data.setdefault("extra", {})["test"] = test
     tmp = meta_path.with_name(f".{META_NAME}.{os.getpid()}")
     tmp.write_text(json.dumps(data, indent=2) + "\n")
     os.replace(tmp, meta_path)
-    log.warning("test blocks (never trained on, not used to pick the epoch): %s", ", ".join(
-        f"{k} IoU {v:.4f}" for k, v in test["iou"].items() if v is not None))
+    log.warning("test blocks (never trained on, not used to pick the epoch): %s%s", ", ".join(
+        f"{k} IoU {v:.4f}" for k, v in test["iou"].items() if v is not None),
+        f", object F1 {test['objects']['f1']:.4f}" if "objects" in test else "")
 
 
 @torch.inference_mode()
