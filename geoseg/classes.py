@@ -187,3 +187,11 @@ def load_classes(path: str | Path) -> ClassList:
     except yaml.YAMLError as exc:
         raise GeosegError(f"not valid YAML ({exc.__class__.__name__})", path) from None
     return ClassList.from_dict(data, str(path))
+
+
+def object_classes(classes: ClassList, names=None) -> list[SegClass]:
+    """The classes of countable objects: those ``names`` gives (names, slugs or ids), else the building classes."""
+    if names is not None:
+        wanted = {slugify(str(n)) for n in names}
+        return [c for c in classes if c.slug in wanted or str(c.id) in wanted]
+    return [c for c in classes if "building" in c.slug]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from scipy import ndimage
@@ -9,6 +11,8 @@ from scipy import ndimage
 from geoseg.errors import GeosegError
 from geoseg.inference.objects import DecodeSettings, decode_objects
 from geoseg.training.targets import object_targets
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _touching_rectangles(seed=0):
@@ -131,7 +135,7 @@ def test_object_bundle_writes_one_instance_per_footprint_for_any_chunk_size(tmp_
             assert (ds.read(1) == (inst > 0)).all()
         with rasterio.open(out.instances) as ds, rasterio.open(scene) as sc:
             assert ds.crs == sc.crs and ds.transform == sc.transform
-            runs[chunk] = (ds.read(1), gpd.read_file(out.instances_gpkg, engine="pyogrio"))
+            runs[chunk] = (ds.read(1), gpd.read_file(out.instances_gpkg, layer="instances", engine="pyogrio"))
     pred, gdf = runs[128]
     assert len(gdf) == n and set(gdf.class_name) == {"building"} and gdf.crs is not None
     # every footprint is one instance, and every instance one footprint, matched at IoU >= 0.9
@@ -145,6 +149,34 @@ def test_object_bundle_writes_one_instance_per_footprint_for_any_chunk_size(tmp_
     assert (pred == pred2).all()
     assert all(a.equals(b) for a, b in zip(gdf.geometry, gdf2.geometry)) and len(gdf) == len(gdf2)
 
+    # `evaluate` on the output folder scores pixels from NAME.classes.tif and objects from NAME.instances.gpkg
+    import shapely
+    from rasterio.features import shapes
+
+    from geoseg.evaluation.evaluate import EvaluateOptions, evaluate
+
+    with rasterio.open(scene) as sc:
+        feats = [(shapely.geometry.shape(g), int(v)) for g, v in shapes(inst, mask=inst > 0, transform=sc.transform)]
+        crs = sc.crs
+    (tmp_path / "ref").mkdir()
+    gpd.GeoDataFrame({"class_name": ["building"] * len(feats)}, geometry=[g for g, _ in feats],
+                     crs=crs).to_file(tmp_path / "ref" / "scene.gpkg", engine="pyogrio")
+    classes = str(ROOT / "configs/classes/buildings.yaml")
+    rep = evaluate(tmp_path / "out128", tmp_path / "ref", tmp_path / "audit",
+                   EvaluateOptions(classes=classes, class_field="class_name", progress=False, audit=False))
+    (sc_rep,) = rep["scenes"]
+    assert sc_rep["prediction"].endswith("scene.classes.tif")
+    ob = rep["objects"]["building"]
+    big = sum(int((inst == k).sum() > 20) for k in range(1, n + 1))  # the SpaceNet rule: 20 px or less left out
+    assert sc_rep["objects"]["building"]["from"] == "scene.instances.gpkg"
+    assert (ob["tp"], ob["fn"]) == (big, 0) and ob["fp"] == n - big
+    # without the instances the objects are the class raster's components: touching footprints merge
+    (tmp_path / "out128" / "scene.instances.gpkg").unlink()
+    rep = evaluate(tmp_path / "out128", tmp_path / "ref", tmp_path / "audit2",
+                   EvaluateOptions(classes=classes, class_field="class_name", progress=False, audit=False))
+    assert rep["scenes"][0]["objects"]["building"]["from"] == "class raster components"
+    assert rep["objects"]["building"]["tp"] < big / 2
+
 
 def test_training_with_object_channels_tunes_and_records_the_decoding(tmp_path):
     """A short run on the Atlanta chip's footprints: the chips carry body, border and contact targets of
@@ -152,7 +184,6 @@ def test_training_with_object_channels_tunes_and_records_the_decoding(tmp_path):
     blocks (from the grid) are stored with the validation counts they gave."""
     import csv
     from dataclasses import replace
-    from pathlib import Path
 
     import torch
     import yaml

@@ -405,3 +405,71 @@ def gpd_read(path):
     import geopandas as gpd
 
     return gpd.read_file(path, layer="building")
+
+
+def _touching_discs(h=700, w=2400):
+    """Buildings (class 1) as discs: touching pairs (one straddling the split grid's first tile seam, 896..1024
+    px), single discs, and a long block larger than the split overlap across a seam; a road (class 2) of two
+    touching discs, which is not split. Returns the raster and the expected objects, each a boolean mask."""
+    yy, xx = np.mgrid[0:h, 0:w]
+    arr = np.zeros((h, w), np.uint8)
+    objects = []
+
+    def disc(cy, cx, r):
+        return (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+
+    for cy, cx in ((150, 200), (150, 930), (450, 1700)):  # pairs: centres 54 px apart, radius 30 (necks ~12 px)
+        a, b = disc(cy, cx, 30), disc(cy, cx + 54, 30)
+        arr[a | b] = 1
+        objects += [a & ~(xx >= cx + 27), b & (xx >= cx + 27)]
+    for cy, cx, r in ((450, 300, 40), (600, 1000, 25), (120, 2200, 35)):
+        arr[disc(cy, cx, r)] = 1
+        objects.append(disc(cy, cx, r))
+    block = (yy >= 300) & (yy < 340) & (xx >= 1700) & (xx < 2100)  # 400 x 40 px, across the 1792 seam
+    arr[block] = 1
+    objects.append(block)
+    arr[disc(600, 500, 30) | disc(600, 554, 30)] = 2
+    return arr, objects
+
+
+def test_split_touching_splits_touching_discs_and_keeps_single_ones_whole(tmp_path):
+    from rasterio.features import rasterize
+
+    arr, objects = _touching_discs()
+    path = write_classes(tmp_path / "c.tif", arr)
+    runs = [read_layers(vectorize(path, tmp_path / f"c{chunk}.gpkg", VectorizeOptions(
+        split_touching=True, chunk_size=chunk, workers=workers, progress=False)))
+        for chunk, workers in ((256, 2), (4096, 1))]
+    # identical whatever the chunks and workers (the split runs on its own tile grid)
+    assert runs[0]["building"].geometry.to_wkb().tolist() == runs[1]["building"].geometry.to_wkb().tolist()
+    layers = runs[0]
+    b = layers["building"]
+    assert len(b) == len(objects) == 10 and b.geometry.is_valid.all()
+    ids = rasterize(zip(b.geometry, range(1, len(b) + 1)), out_shape=arr.shape, transform=TRANSFORM, dtype="int32")
+    assert ((ids > 0) == (arr == 1)).all()  # the features tile the class mask exactly: nothing lost or doubled
+    assert b["area_m2"].sum() == pytest.approx((arr == 1).sum() * 0.25, rel=1e-12)
+    found = set()
+    for m in objects:  # each expected object is one feature (a pair's halves meet at the neck, give or take a pixel)
+        k = np.bincount(ids[m]).argmax()
+        iou = (m & (ids == k)).sum() / (m | (ids == k)).sum()
+        assert k > 0 and iou > 0.95
+        found.add(int(k))
+    assert len(found) == 10
+    assert b["mean_confidence"].isna().all()  # no probability raster beside it
+    assert len(layers["road"]) == 1  # a class that is not split keeps its touching discs as one polygon
+
+
+def test_split_touching_needs_a_class_to_split(tmp_path):
+    arr, _ = _touching_discs(700, 800)
+    path = write_classes(tmp_path / "c.tif", arr)
+    with pytest.raises(GeosegError, match="--split-classes: no class 'tree'"):
+        vectorize(path, tmp_path / "a.gpkg", VectorizeOptions(split_touching=True, split_classes="tree,road",
+                                                             progress=False))
+    nob = [c for c in CLASSES if c["name"] != "building"]
+    path = write_classes(tmp_path / "d.tif", np.where(arr == 1, 0, arr), classes=nob)
+    with pytest.raises(GeosegError, match="no building class"):
+        vectorize(path, tmp_path / "b.gpkg", VectorizeOptions(split_touching=True, progress=False))
+    out = vectorize(path, tmp_path / "b.gpkg", VectorizeOptions(split_touching=True, split_classes="road",
+                                                               progress=False))
+    assert len(read_layers(out)["road"]) == 2  # the road's two touching discs split
+    assert not (tmp_path / "a.gpkg").exists()

@@ -33,8 +33,8 @@ from geoseg.cli.vectorize import vectorize_options
 @vectorize_options
 @debug_option
 def predict(bundle: str, inputs: tuple[str, ...], output: str, do_vectorize: bool, min_area: float,
-            fill_holes: float, simplify: float, regularize: bool, connectivity: str, all_classes: bool,
-            **opts) -> None:
+            fill_holes: float, simplify: float, regularize: bool, split_touching: bool, split_classes: str | None,
+            split_depth: float, connectivity: str, all_classes: bool, **opts) -> None:
     """Predict class rasters for INPUTS (files, folders or globs) with BUNDLE.
 
     Writes OUTPUT/NAME.classes.tif (a COG with a colour map) per scene, and with
@@ -48,6 +48,18 @@ def predict(bundle: str, inputs: tuple[str, ...], output: str, do_vectorize: boo
     from geoseg.prediction import predict as run
 
     options = PredictOptions(**opts)
+    vopts = None
+    if do_vectorize:  # checked before any scene is predicted
+        from geoseg.vector.vectorize import VectorizeOptions
+
+        vopts = VectorizeOptions(
+            min_area=min_area, fill_holes=fill_holes, simplify=simplify, regularize=regularize,
+            split_touching=split_touching, split_classes=split_classes, split_depth=split_depth,
+            connectivity=int(connectivity),
+            all_classes=all_classes, chunk_size=options.chunk_size, workers=options.workers,
+            scheduler=options.scheduler, overwrite=True, allow_no_crs=options.allow_no_crs,
+            progress=options.progress,
+        )
     outs = run(bundle, list(inputs), output, options)
     for o in outs:
         if o.skipped:
@@ -60,16 +72,11 @@ def predict(bundle: str, inputs: tuple[str, ...], output: str, do_vectorize: boo
                + (f", {skipped} skipped" if skipped else ""), err=True)
     if options.coco_results:
         click.echo(options.coco_results)
-    if do_vectorize:
-        from geoseg.vector.vectorize import VectorizeOptions, vectorize
+    if vopts is not None:
+        from dataclasses import replace
+
+        from geoseg.vector.vectorize import vectorize
 
         for o in (o for o in outs if o.classes is not None):  # instance outputs are polygons already
             gpkg = o.classes.with_name(o.classes.name.replace(".classes.tif", ".gpkg"))
-            vopts = VectorizeOptions(
-                min_area=min_area, fill_holes=fill_holes, simplify=simplify, regularize=regularize,
-                connectivity=int(connectivity),
-                all_classes=all_classes, chunk_size=options.chunk_size, workers=options.workers,
-                scheduler=options.scheduler, overwrite=True, allow_no_crs=options.allow_no_crs,
-                progress=options.progress, source=Path(o.scene).name,
-            )
-            click.echo(vectorize(o.classes, gpkg, vopts))
+            click.echo(vectorize(o.classes, gpkg, replace(vopts, source=Path(o.scene).name)))

@@ -28,9 +28,20 @@ regularize_opt = click.option("--regularize", is_flag=True,
                               help="Building footprints with right-angled (and 45°) edges, aligned with their "
                                    "neighbours (buildingregulariser).")
 
+split_touching_opt = click.option("--split-touching", is_flag=True,
+                                  help="Split touching objects (the building classes, or --split-classes) where "
+                                       "they narrow: a distance-transform-seeded watershed, exact across tiles.")
+split_classes_opt = click.option("--split-classes", default=None,
+                                 help="--split-touching: the classes to split, names or ids separated by commas "
+                                      "(default: the building classes).")
+split_depth_opt = click.option("--split-depth", type=float, default=2.0, show_default=True,
+                               help="--split-touching: how much narrower (in half-width, px) than both objects a "
+                                    "neck must be to split them.")
+
 
 def vectorize_options(f):
-    for opt in reversed([min_area_opt, fill_holes_opt, simplify_opt, regularize_opt, connectivity_opt, all_classes_opt]):
+    for opt in reversed([min_area_opt, fill_holes_opt, simplify_opt, regularize_opt, split_touching_opt,
+                         split_classes_opt, split_depth_opt, connectivity_opt, all_classes_opt]):
         f = opt(f)
     return f
 

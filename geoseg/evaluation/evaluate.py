@@ -27,7 +27,7 @@ from rasterio.errors import RasterioError
 from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
 
-from geoseg.classes import NODATA, ClassList, SegClass, load_classes, slugify
+from geoseg.classes import NODATA, ClassList, SegClass, load_classes, object_classes
 from geoseg.errors import GeosegError
 from geoseg.evaluation.metrics import Confusion, match_objects
 from geoseg.inference.scheduler import open_runner, progress_bar, run_graph
@@ -408,11 +408,17 @@ def _evaluate_on_grid(grid: Grid, pred_src, ref_src, prediction: str, reference:
     code_paths = writers.close() if writers is not None else None
 
     objects = None
-    targets = _object_classes(classes, options.object_classes)
+    targets = object_classes(classes, options.object_classes)
     if targets:
         objects = {}
+        beside = instances_beside(prediction)
+        if beside is not None:  # a model's own objects (object channels, Mask R-CNN), not the mask's components
+            inst_geoms, inst_ids = read_vectors(beside, grid.crs, "class_id", classes, "prediction")
         for c in targets:
-            pred_polys = _class_polygons(pred_src, grid, c, prediction)
+            if beside is not None:
+                pred_polys = [shapely.make_valid(g) for g, i in zip(inst_geoms, inst_ids) if i == c.id]
+            else:
+                pred_polys = _class_polygons(pred_src, grid, c, prediction)
             ref_polys = _class_polygons(ref_src, grid, c, reference)
             if aoi:  # objects belong to the AOI where their representative point lies
                 area = shapely.union_all(list(aoi))
@@ -421,7 +427,8 @@ def _evaluate_on_grid(grid: Grid, pred_src, ref_src, prediction: str, reference:
             if options.min_reference_px:  # the SpaceNet rule: slivers of 20 px or less are not buildings to find
                 pixel = abs(grid.transform.a * grid.transform.e - grid.transform.b * grid.transform.d)
                 ref_polys = [g for g in ref_polys if g.area > options.min_reference_px * pixel]
-            objects[c.name] = match_objects(ref_polys, pred_polys, options.iou_threshold).to_dict()
+            objects[c.name] = {**match_objects(ref_polys, pred_polys, options.iou_threshold).to_dict(),
+                               "from": Path(beside).name if beside is not None else "class raster components"}
     name = _scene_name(prediction)
     return (SceneResult(name, prediction, reference, grid.crs.to_string() if grid.crs else None, conf, objects,
                         cells, grid, options.grid_size, errors, map_cell), classes, code_paths)
@@ -453,13 +460,6 @@ def _check_overlap(grid: Grid, bounds, crs, prediction: str, reference: str) -> 
         raise GeosegError(f"does not overlap the reference {reference}", prediction)
 
 
-def _object_classes(classes: ClassList, names) -> list[SegClass]:
-    if names is not None:
-        wanted = {slugify(n) for n in names}
-        return [c for c in classes if c.slug in wanted or str(c.id) in wanted]
-    return [c for c in classes if c.slug in ("building", "buildings")]
-
-
 def _class_polygons(src, grid: Grid, cls: SegClass, path: str) -> list:
     """Objects of one class: features for vectors, 8-connected components for rasters."""
     if isinstance(src, VectorLabels):
@@ -485,9 +485,19 @@ def _class_polygons(src, grid: Grid, cls: SegClass, path: str) -> list:
         return [g for n in layers for g in pyogrio.read_dataframe(gpkg, layer=n).geometry.values]
 
 
+def instances_beside(prediction: str) -> str | None:
+    """``NAME.instances.gpkg`` beside a prediction ``NAME.classes.tif`` (what an object bundle writes), if any."""
+    name = Path(prediction).name
+    if name.endswith(".classes.tif"):
+        cand = Path(prediction).with_name(name[: -len(".classes.tif")] + ".instances.gpkg")
+        if cand.is_file():
+            return str(cand)
+    return None
+
+
 def _scene_name(path: str) -> str:
     name = Path(path).name
-    for suffix in (".classes.tif", ".gpkg", ".tif", ".tiff"):
+    for suffix in (".classes.tif", ".instances.gpkg", ".gpkg", ".tif", ".tiff"):
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return Path(path).stem
@@ -540,7 +550,7 @@ def pair_scenes(predictions: str, references: str, allow_missing: bool) -> list[
     pdir, rdir = Path(predictions), Path(references)
     preds = sorted(p for p in pdir.iterdir() if p.is_file() and not p.name.startswith(".")
                    and (p.name.endswith(".classes.tif") or (p.suffix.lower() in RASTER_SUFFIXES + (".gpkg",)
-                                                              and not p.name.endswith(".probs.tif"))))
+                                                              and not p.name.endswith((".probs.tif", ".instances.tif")))))
     if not preds:
         raise GeosegError("folder holds no prediction (*.classes.tif, *.tif, *.gpkg)", pdir)
     refs: dict[str, Path] = {}
@@ -554,9 +564,16 @@ def pair_scenes(predictions: str, references: str, allow_missing: bool) -> list[
             pairs.append((str(p), str(refs[name])))
         else:
             missing.append(p.name)
-    # a GeoPackage beside its class raster is the same scene
-    pairs = [pr for pr in pairs if not (pr[0].endswith(".gpkg") and any(
-        q[0].endswith(".classes.tif") and _scene_name(q[0]) == _scene_name(pr[0]) for q in pairs))]
+    # a GeoPackage beside its class raster is the same scene (its instances give the objects); of a scene's
+    # GeoPackages alone, the instances (Mask R-CNN's output) are the prediction
+    def shadowed(pr) -> bool:
+        if not pr[0].endswith(".gpkg"):
+            return False
+        same = [q[0] for q in pairs if q is not pr and _scene_name(q[0]) == _scene_name(pr[0])]
+        return any(q.endswith(".classes.tif") for q in same) or (
+            not pr[0].endswith(".instances.gpkg") and any(q.endswith(".instances.gpkg") for q in same))
+
+    pairs = [pr for pr in pairs if not shadowed(pr)]
     if missing and not allow_missing:
         raise GeosegError(f"no reference for {len(missing)} scene(s): {', '.join(missing)}"
                           " (pass --allow-missing to skip them)", rdir)

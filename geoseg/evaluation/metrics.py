@@ -222,47 +222,78 @@ def object_f1_interval(counts, confidence: float = 0.95, n_resamples: int = 9999
     return float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
-def match_instance_rasters(reference: np.ndarray, prediction: np.ndarray, threshold: float = 0.5,
-                           min_reference_px: int = 0) -> ObjectScores:
-    """The SpaceNet matching of :func:`match_objects` on two instance rasters of one grid (0: none).
+@dataclass(frozen=True)
+class InstanceOverlaps:
+    """Which objects of two instance rasters of one grid overlap, by how many pixels.
 
-    Object IoUs come from pixel counts; pairs are taken best IoU first, each object at most once.
-    Reference objects of ``min_reference_px`` pixels or fewer are left out before matching, as
-    ``evaluate`` and the SpaceNet scorer leave them out (a prediction on one is a false positive).
+    ``ref_area``/``pred_area``: pixels per object (index 0 unused); ``ref``/``pred``/``inter``: the
+    overlapping pairs (1-based dense object numbers) and their shared pixels.
     """
+
+    ref_area: np.ndarray
+    pred_area: np.ndarray
+    ref: np.ndarray
+    pred: np.ndarray
+    inter: np.ndarray
+
+
+def instance_overlaps(reference: np.ndarray, prediction: np.ndarray) -> InstanceOverlaps:
+    """The overlap table of two instance rasters of one grid (0: none; any other ids)."""
     ref = np.asarray(reference).astype(np.int64, copy=False).ravel()
     pred = np.asarray(prediction).astype(np.int64, copy=False).ravel()
-    ref_ids, ref = np.unique(ref, return_inverse=True)  # dense 0.. (0 stays 0 when present)
-    pred_ids, pred = np.unique(pred, return_inverse=True)
-    r0 = int(ref_ids[0] == 0)
-    p0 = int(pred_ids[0] == 0)
-    ref_area = np.bincount(ref, minlength=len(ref_ids))
-    pred_area = np.bincount(pred, minlength=len(pred_ids))
-    small = ref_area <= min_reference_px
-    if r0:
-        small[0] = False
-    both = (ref >= r0) & (pred >= p0)
-    if r0:
-        both &= ref_ids[ref] != 0
-    if p0:
-        both &= pred_ids[pred] != 0
-    pair, inter = np.unique(ref[both] * len(pred_ids) + pred[both], return_counts=True)
-    ri, pi = pair // len(pred_ids), pair % len(pred_ids)
-    iou = inter / (ref_area[ri] + pred_area[pi] - inter)
-    n_ref = len(ref_ids) - r0 - int(small.sum())
-    n_pred = len(pred_ids) - p0
+    if ref.shape != pred.shape:
+        raise ValueError(f"instance rasters of different sizes: {np.shape(reference)} and {np.shape(prediction)}")
+
+    def dense(ids):  # 0 stays 0, other ids become 1.. in ascending order
+        values, inv = np.unique(ids, return_inverse=True)
+        if len(values) and values[0] == 0:
+            return inv, len(values) - 1
+        return inv + 1, len(values)
+
+    ref, n_ref = dense(ref)
+    pred, n_pred = dense(pred)
+    both = (ref > 0) & (pred > 0)
+    pair, inter = np.unique(ref[both] * (n_pred + 1) + pred[both], return_counts=True)
+    return InstanceOverlaps(np.bincount(ref, minlength=n_ref + 1), np.bincount(pred, minlength=n_pred + 1),
+                            pair // (n_pred + 1), pair % (n_pred + 1), inter)
+
+
+def match_overlaps(ov: InstanceOverlaps, threshold: float = 0.5, min_reference_px: int = 0,
+                   min_prediction_px: int = 0) -> ObjectScores:
+    """The SpaceNet matching over an overlap table: pairs taken best IoU first, each object at most once.
+
+    Reference objects of ``min_reference_px`` pixels or fewer are left out before matching, as
+    ``evaluate`` and the SpaceNet scorer leave them out (a prediction on one is a false positive);
+    predicted objects smaller than ``min_prediction_px`` are dropped (a decoding's minimum area).
+    """
+    small = ov.ref_area <= min_reference_px
+    keep = ov.pred_area >= max(min_prediction_px, 1)
+    small[0], keep[0] = True, False
+    sel = keep[ov.pred] & ~small[ov.ref]
+    ri, pi, inter = ov.ref[sel], ov.pred[sel], ov.inter[sel]
+    iou = inter / (ov.ref_area[ri] + ov.pred_area[pi] - inter)
     tp = 0
     used_r, used_p = set(), set()
     for k in np.argsort(-iou, kind="stable"):
         if iou[k] < threshold:
             break
         a, b = int(ri[k]), int(pi[k])
-        if small[a] or a in used_r or b in used_p:
+        if a in used_r or b in used_p:
             continue
         used_r.add(a)
         used_p.add(b)
         tp += 1
+    n_ref, n_pred = int((~small).sum()), int(keep.sum())
     return ObjectScores(tp, n_pred - tp, n_ref - tp, threshold)
+
+
+def match_instance_rasters(reference: np.ndarray, prediction: np.ndarray, threshold: float = 0.5,
+                           min_reference_px: int = 0) -> ObjectScores:
+    """The SpaceNet matching of :func:`match_objects` on two instance rasters of one grid (0: none).
+
+    Object IoUs come from pixel counts (:func:`instance_overlaps`, :func:`match_overlaps`).
+    """
+    return match_overlaps(instance_overlaps(reference, prediction), threshold, min_reference_px)
 
 
 def match_objects(reference, prediction, threshold: float = 0.5) -> ObjectScores:

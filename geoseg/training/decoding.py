@@ -16,13 +16,13 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from geoseg.evaluation.metrics import f1_of_counts, match_instance_rasters
+from geoseg.evaluation.metrics import f1_of_counts, instance_overlaps, match_instance_rasters, match_overlaps
 from geoseg.inference.objects import DecodeSettings, decode_objects
 
 MIN_REFERENCE_PX = 20
-SEEDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
-MASKS = (0.3, 0.4, 0.5, 0.6)
-MIN_AREAS = (0, 16, 32, 64, 100)
+SEEDS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
+MASKS = (0.3, 0.4, 0.5, 0.6, 0.7)
+MIN_AREAS = (0, 16, 32, 64, 100, 150, 200, 300, 400)
 
 
 @dataclass
@@ -66,12 +66,9 @@ def tune_decoding(windows: list[ObjectWindow], base: DecodeSettings | None = Non
             for seed in SEEDS:
                 for mask in MASKS:
                     pred = decode_objects(p[0], p[1], p[2], replace(base, seed=seed, mask=mask, min_area=0))
-                    sizes = np.bincount(pred.ravel())
+                    ov = instance_overlaps(ref, pred)  # once per decoding; each minimum area only filters it
                     for area in MIN_AREAS:
-                        keep = sizes >= max(area, 1)
-                        keep[0] = False
-                        lut = np.where(keep, np.arange(len(sizes)), 0)
-                        s = match_instance_rasters(ref, lut[pred], min_reference_px=MIN_REFERENCE_PX)
+                        s = match_overlaps(ov, min_reference_px=MIN_REFERENCE_PX, min_prediction_px=area)
                         key = (seed, mask, area)
                         counts[key] = counts.get(key, 0) + np.array([s.tp, s.fp, s.fn])
     if not counts:

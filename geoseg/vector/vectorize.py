@@ -31,7 +31,7 @@ import shapely
 from rasterio.errors import RasterioError
 from rasterio.transform import Affine
 
-from geoseg.classes import NODATA, ClassList, SegClass, default_color, load_classes
+from geoseg.classes import NODATA, ClassList, SegClass, default_color, load_classes, object_classes
 from geoseg.errors import GeosegError
 from geoseg.inference.scheduler import open_runner, progress_bar, run_graph
 from geoseg.inference.tiling import Chunk, chunk_grid
@@ -53,6 +53,9 @@ class VectorizeOptions:
     fill_holes: float = 0.0
     simplify: float = 0.0
     regularize: bool = False  # building footprints with right-angled edges (geoseg.vector.regularize)
+    split_touching: bool = False  # touching objects split by a watershed (geoseg.vector.split)
+    split_classes: tuple[str, ...] | None = None  # classes to split (names or ids); default: the building classes
+    split_depth: float = 2.0  # px: how much narrower than both objects a neck must be to split them
     connectivity: int = 4
     chunk_size: int = 2048
     workers: int | None = None
@@ -67,6 +70,12 @@ class VectorizeOptions:
     def __post_init__(self) -> None:
         if self.connectivity not in (4, 8):
             raise GeosegError(f"--connectivity must be 4 or 8, got {self.connectivity}")
+        if isinstance(self.split_depth, bool) or not isinstance(self.split_depth, (int, float)) \
+                or not self.split_depth > 0:
+            raise GeosegError(f"--split-depth must be a positive number of pixels, got {self.split_depth!r}")
+        if isinstance(self.split_classes, str):  # one name, or several separated by commas
+            object.__setattr__(self, "split_classes", tuple(n.strip() for n in self.split_classes.split(",")
+                                                            if n.strip()))
         check_options(self)
 
 
@@ -496,7 +505,7 @@ class _LayerWriter:
         """Building classes' footprints regularized (CRS geometries in and out)."""
         from geoseg.vector.regularize import regularize_footprints
 
-        ids = [c.id for c in self.classes if "building" in c.slug]
+        ids = [c.id for c in object_classes(self.classes)]
         sel = np.isin(feats.class_id, ids)
         if not sel.any():
             return feats
@@ -575,6 +584,7 @@ def vectorize(raster: str | os.PathLike, output: str | os.PathLike, options: Vec
     exclude = {int(nodata)} if nodata is not None else {NODATA}
     if not options.all_classes:
         exclude |= {c.id for c in classes if not c.vectorize}
+    split = _split_ids(classes, options, exclude) if options.split_touching else ()
     probs = options.probabilities or _probs_beside(raster)
     prob_band: tuple = ()
     if probs:
@@ -583,29 +593,51 @@ def vectorize(raster: str | os.PathLike, output: str | os.PathLike, options: Vec
                 prob_band = tuple((c.id, i + 1) for i, c in enumerate(classes))
             else:
                 probs = None
-    job = VectorJob(raster, probs, prob_band, tuple(sorted(exclude)), options.connectivity)
+    job = VectorJob(raster, probs, prob_band, tuple(sorted(exclude | set(split))), options.connectivity)
 
     grid = chunk_grid(height, width, options.chunk_size)
+    tiles = None
+    if split:
+        from geoseg.vector.split import SplitJob, split_grid, split_tile
+
+        tiles = split_grid(height, width)
+        split_job = SplitJob(raster, split, float(options.split_depth), options.connectivity, probs,
+                             tuple(p for p in prob_band if p[0] in split))
     check_writable(output.parent)
     tmp = tmp_name(output, "partial.gpkg")
     measure = GroundMeasure(crs, transform)
     writer = _LayerWriter(tmp, classes, crs, measure, options.source or Path(raster).name, options)
     collector = _Collector(grid, options.connectivity == 8, writer, hold_all=False)
-    bar = progress_bar(sum(len(r) for r in grid), Path(raster).name, options.progress)
+    bar = progress_bar(sum(len(r) for r in grid) + (tiles.n_tiles if tiles else 0), Path(raster).name,
+                       options.progress)
     import dask
 
     delayed_chunk = dask.delayed(polygonize_chunk, pure=True)
     graph = [(c, delayed_chunk(job, c)) for row in grid for c in row]
+    pieces: list = []
 
     def sink(chunk, res):
         collector(chunk, res)
         bar.update(1)
 
+    def split_sink(tile, res):
+        pieces.extend(res)
+        bar.update(1)
+
     try:
         with open_runner(options.scheduler, options.workers, client) as runner:
             run_graph(graph, sink, runner)
+            if tiles:
+                delayed_tile = dask.delayed(split_tile, pure=True)
+                run_graph([(t, delayed_tile(split_job, tiles, t.row, t.col)) for t in tiles.tiles()], split_sink,
+                          runner)
         bar.close()
         collector.finish()
+        if tiles:
+            from geoseg.vector.split import join_tiles
+
+            writer.add(_instance_features(join_tiles(pieces, tiles), bool(split_job.prob_band)))
+            pieces.clear()
         wanted = [c.id for c in classes if c.id not in exclude]
         styles = writer.close(wanted)
         write_layer_styles(tmp, styles)
@@ -621,6 +653,45 @@ def vectorize(raster: str | os.PathLike, output: str | os.PathLike, options: Vec
         log.warning("%s: class ids %s are not in the class list; vectorized as %s", raster,
                     ", ".join(map(str, unknown)), ", ".join(f"class_{v}" for v in unknown))
     return output
+
+
+def _split_ids(classes: ClassList, options: VectorizeOptions, exclude: set[int]) -> tuple[int, ...]:
+    """The class ids ``--split-touching`` splits (``--split-classes``, else the building classes)."""
+    names = options.split_classes
+    found = [c for c in object_classes(classes, names) if c.id not in exclude]
+    if names is not None:
+        known = {k for c in classes for k in (c.slug, str(c.id))}
+        from geoseg.classes import slugify
+
+        unknown = [n for n in names if slugify(str(n)) not in known and str(n) not in known]
+        if unknown:
+            raise GeosegError(f"--split-classes: no class {', '.join(map(repr, unknown))} in the class list "
+                              f"({', '.join(c.name for c in classes)})")
+    if not found:
+        raise GeosegError("--split-touching: the class list has no " + (
+            "such class to vectorize" if names is not None else
+            f"building class ({', '.join(c.name for c in classes)}); name the classes with --split-classes"))
+    return tuple(sorted(c.id for c in found))
+
+
+def _instance_features(instances: list, scored: bool) -> Features:
+    """Split objects as features (pixel coordinates): each object's 4-connected parts as one (multi)polygon;
+    ``scored``: their scores are mean probabilities (else there is no confidence)."""
+    from scipy import ndimage
+
+    geoms, cls, pixels, conf = [], [], [], []
+    for q in instances:
+        parts, _ = ndimage.label(q.mask)
+        _, polys = tracing.polygons(parts.astype(np.int32), q.x0, q.y0)
+        geoms.append(polys[0] if len(polys) == 1 else shapely.MultiPolygon(list(polys)))
+        n = int(q.mask.sum())
+        cls.append(q.label)
+        pixels.append(n)
+        conf.append(q.score * n if scored else np.nan)
+    geometry = np.empty(len(geoms), dtype=object)
+    geometry[:] = geoms
+    return Features(np.asarray(cls, dtype=np.int64), geometry, np.asarray(pixels, dtype=np.int64),
+                    np.asarray(conf, dtype=np.float64))
 
 
 def _discard(tmp: Path, bar) -> None:
