@@ -32,6 +32,7 @@ from geoseg.errors import GeosegError
 from geoseg.evaluation.metrics import Confusion, match_objects
 from geoseg.inference.scheduler import open_runner, progress_bar, run_graph
 from geoseg.inference.tiling import Chunk, chunk_grid
+from geoseg.io.inputs import output_beside
 from geoseg.io.output import clean_stale, output_dir, tmp_folder, vector_write_errors, write_error
 from geoseg.options import check_options
 from geoseg.vector.labels import VECTOR_SUFFIXES, Grid, RasterLabels, VectorLabels, is_vector, read_vectors
@@ -411,7 +412,7 @@ def _evaluate_on_grid(grid: Grid, pred_src, ref_src, prediction: str, reference:
     targets = object_classes(classes, options.object_classes)
     if targets:
         objects = {}
-        beside = instances_beside(prediction)
+        beside = output_beside(prediction, ".instances.gpkg")
         if beside is not None:  # a model's own objects (object channels, Mask R-CNN), not the mask's components
             inst_geoms, inst_ids = read_vectors(beside, grid.crs, "class_id", classes, "prediction")
         for c in targets:
@@ -483,16 +484,6 @@ def _class_polygons(src, grid: Grid, cls: SegClass, path: str) -> list:
                          classes=ClassList((SegClass(1, cls.name, cls.color),)))
         layers = [n for n, _ in pyogrio.list_layers(gpkg) if n != "layer_styles"]
         return [g for n in layers for g in pyogrio.read_dataframe(gpkg, layer=n).geometry.values]
-
-
-def instances_beside(prediction: str) -> str | None:
-    """``NAME.instances.gpkg`` beside a prediction ``NAME.classes.tif`` (what an object bundle writes), if any."""
-    name = Path(prediction).name
-    if name.endswith(".classes.tif"):
-        cand = Path(prediction).with_name(name[: -len(".classes.tif")] + ".instances.gpkg")
-        if cand.is_file():
-            return str(cand)
-    return None
 
 
 def _scene_name(path: str) -> str:

@@ -49,6 +49,17 @@ def resolve_inputs(inputs: list[str] | str, allow_no_crs: bool = False) -> list[
     return list(dict.fromkeys(scenes))
 
 
+def output_beside(classes: str | os.PathLike, suffix: str) -> str | None:
+    """The output ``NAME<suffix>`` (``.probs.tif``, ``.instances.gpkg``) that ``predict`` wrote beside
+    ``NAME.classes.tif``, if it is there."""
+    name = Path(classes).name
+    if name.endswith(".classes.tif"):
+        cand = Path(classes).with_name(name[: -len(".classes.tif")] + suffix)
+        if cand.is_file():
+            return str(cand)
+    return None
+
+
 def output_stem(path: str | os.PathLike) -> str:
     """``scenes/a.tif`` -> ``a``."""
     name = Path(path).name

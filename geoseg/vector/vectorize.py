@@ -31,10 +31,11 @@ import shapely
 from rasterio.errors import RasterioError
 from rasterio.transform import Affine
 
-from geoseg.classes import NODATA, ClassList, SegClass, default_color, load_classes, object_classes
+from geoseg.classes import NODATA, ClassList, SegClass, default_color, load_classes, object_classes, slugify
 from geoseg.errors import GeosegError
 from geoseg.inference.scheduler import open_runner, progress_bar, run_graph
 from geoseg.inference.tiling import Chunk, chunk_grid
+from geoseg.io.inputs import output_beside
 from geoseg.io.output import check_writable, tmp_name, vector_write_errors, write_error
 from geoseg.io.raster import pixel_placement
 from geoseg.io.styles import fill_qml, write_layer_styles
@@ -585,7 +586,7 @@ def vectorize(raster: str | os.PathLike, output: str | os.PathLike, options: Vec
     if not options.all_classes:
         exclude |= {c.id for c in classes if not c.vectorize}
     split = _split_ids(classes, options, exclude) if options.split_touching else ()
-    probs = options.probabilities or _probs_beside(raster)
+    probs = options.probabilities or output_beside(raster, ".probs.tif")
     prob_band: tuple = ()
     if probs:
         with rasterio.open(probs) as src:
@@ -661,8 +662,6 @@ def _split_ids(classes: ClassList, options: VectorizeOptions, exclude: set[int])
     found = [c for c in object_classes(classes, names) if c.id not in exclude]
     if names is not None:
         known = {k for c in classes for k in (c.slug, str(c.id))}
-        from geoseg.classes import slugify
-
         unknown = [n for n in names if slugify(str(n)) not in known and str(n) not in known]
         if unknown:
             raise GeosegError(f"--split-classes: no class {', '.join(map(repr, unknown))} in the class list "
@@ -699,15 +698,6 @@ def _discard(tmp: Path, bar) -> None:
     for p in (tmp, tmp.with_name(tmp.name + "-journal"), tmp.with_name(tmp.name + "-wal")):
         with contextlib.suppress(OSError):
             p.unlink(missing_ok=True)
-
-
-def _probs_beside(raster: str) -> str | None:
-    name = Path(raster).name
-    if name.endswith(".classes.tif"):
-        cand = Path(raster).with_name(name[: -len(".classes.tif")] + ".probs.tif")
-        if cand.exists():
-            return str(cand)
-    return None
 
 
 __all__ = ["VectorizeOptions", "merge_pieces", "vectorize"]
