@@ -59,6 +59,9 @@ class PredictOptions:
     mask_threshold: float | None = None  # mask probability that counts as inside (default 0.5)
     max_object_size: str | None = None  # pixels or metres ("12m"); the overlap must be at least this
     coco_results: str | None = None  # also write the instances as a COCO results JSON here
+    # bundles that write NAME.instances.gpkg (object channels, Mask R-CNN): building footprints with right
+    # angles, aligned with their neighbours (geoseg.vector.regularize); NAME.instances.tif keeps the pixels
+    regularize: bool = False
 
     def __post_init__(self) -> None:
         check_blend(self.blend)
@@ -93,6 +96,11 @@ class SceneOutputs:
     @property
     def files(self) -> list[Path]:
         return [p for p in (self.classes, self.probabilities, self.instances, self.instances_gpkg) if p is not None]
+
+
+def writes_instances(meta) -> bool:
+    """Whether predicting with the bundle ``meta`` describes writes NAME.instances.gpkg/.tif."""
+    return is_instance_bundle(meta) or meta.objects is not None
 
 
 def output_paths(out_dir: Path, scene: str | os.PathLike, probabilities: bool, instances: bool = False,
@@ -133,6 +141,9 @@ def predict(bundle: str | os.PathLike, inputs: list[str] | str, out_dir: str | o
     if instance and options.probabilities:
         raise GeosegError(f"--probabilities applies to semantic bundles; this is an instance model "
                           f"({meta.architecture}): it writes NAME.instances.tif and NAME.instances.gpkg", bundle)
+    if options.regularize and not writes_instances(meta):
+        raise GeosegError("--regularize applies to bundles that write NAME.instances.gpkg (object channels or "
+                          "Mask R-CNN); for this model's class raster use --vectorize --regularize", bundle)
     scenes = resolve_inputs(inputs, options.allow_no_crs)
     if any(Path(s).parent.resolve() == Path(out_dir).resolve() for s in scenes):
         log.warning("%s: the output folder is also an input folder; geoseg's own outputs there "
@@ -194,7 +205,8 @@ def predict(bundle: str | os.PathLike, inputs: list[str] | str, out_dir: str | o
                 out = predict_scene(info, bundle, meta.classes, out, options, runner, tile, overlap,
                                     meta.bands, meta.mean, meta.std, choice,
                                     None if checkpoint is None else Path(checkpoint), meta.objects,
-                                    _instance_writer(out, info, meta.classes, options.chunk_size))
+                                    _instance_writer(out, info, meta.classes, options.chunk_size,
+                                                                     options.regularize))
             done.append(out)
         if options.coco_results:  # image_id: the scene's number in the run, in input order
             from geoseg.instances.io import write_json
@@ -203,7 +215,7 @@ def predict(bundle: str | os.PathLike, inputs: list[str] | str, out_dir: str | o
     return done
 
 
-def _instance_writer(out: SceneOutputs, info, classes, chunk_size: int):
+def _instance_writer(out: SceneOutputs, info, classes, chunk_size: int, regularize: bool = False):
     """Writes a semantic bundle's decoded objects as the instance outputs (GeoPackage, then raster)."""
     if out.instances is None:
         return None
@@ -211,7 +223,7 @@ def _instance_writer(out: SceneOutputs, info, classes, chunk_size: int):
     def write(instances) -> None:
         from geoseg.instances.io import write_gpkg, write_raster
 
-        write_gpkg(out.instances_gpkg, instances, info, classes)
+        write_gpkg(out.instances_gpkg, instances, info, classes, regularize)
         try:
             write_raster(out.instances, instances, info, chunk_size)
         except BaseException:

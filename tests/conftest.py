@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+import shapely
 import torch
 from rasterio.transform import from_origin
 
@@ -124,3 +125,21 @@ def assert_one_line_error(result, *needles: str) -> str:
     for n in needles:
         assert n in err, (n, err)
     return err
+
+
+def noisy_rectangles(seed=0):
+    """Rotated rectangles burnt into pixels (staircase edges) with a few edge pixels flipped: class 1."""
+    from rasterio.features import rasterize
+
+    rng = np.random.default_rng(seed)
+    shapes_ = []
+    for k, (angle, w, h) in enumerate(((0, 30, 18), (20, 26, 16), (35, 34, 20), (60, 22, 22), (80, 40, 14),
+                                       (10, 18, 30))):
+        cy, cx = 40 + 80 * (k // 3), 40 + 80 * (k % 3)
+        shapes_.append(shapely.affinity.rotate(shapely.box(cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2), angle))
+    arr = rasterize([(g, 1) for g in shapes_], out_shape=(170, 250), dtype="uint8")
+    edge = arr.astype(bool) & ~np.pad(arr.astype(bool), 1, mode="edge")[2:, 1:-1]
+    flip = np.argwhere(edge)
+    flip = flip[rng.random(len(flip)) < 0.3]
+    arr[flip[:, 0], flip[:, 1]] = 0
+    return arr, len(shapes_)

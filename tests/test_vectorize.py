@@ -17,6 +17,7 @@ from rasterio.transform import from_origin
 from geoseg.cli.main import cli
 from geoseg.errors import GeosegError
 from geoseg.vector.vectorize import VectorizeOptions, vectorize
+from tests.conftest import noisy_rectangles
 
 CLASSES = [{"id": 0, "name": "background", "color": "#000000", "vectorize": False},
            {"id": 1, "name": "building", "color": "#e31a1c"}, {"id": 2, "name": "road", "color": "#7f7f7f"},
@@ -351,24 +352,6 @@ def test_output_is_byte_identical_across_runs_and_worker_counts(tmp_path):
     assert sum(len(rows) for _, rows in dumps[0]) > 20
 
 
-def _noisy_rectangles(seed=0):
-    """Rotated rectangles burnt into pixels (staircase edges) with a few edge pixels flipped: class 1."""
-    from rasterio.features import rasterize
-
-    rng = np.random.default_rng(seed)
-    shapes_ = []
-    for k, (angle, w, h) in enumerate(((0, 30, 18), (20, 26, 16), (35, 34, 20), (60, 22, 22), (80, 40, 14),
-                                       (10, 18, 30))):
-        cy, cx = 40 + 80 * (k // 3), 40 + 80 * (k % 3)
-        shapes_.append(shapely.affinity.rotate(shapely.box(cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2), angle))
-    arr = rasterize([(g, 1) for g in shapes_], out_shape=(170, 250), dtype="uint8")
-    edge = arr.astype(bool) & ~np.pad(arr.astype(bool), 1, mode="edge")[2:, 1:-1]
-    flip = np.argwhere(edge)
-    flip = flip[rng.random(len(flip)) < 0.3]
-    arr[flip[:, 0], flip[:, 1]] = 0
-    return arr, len(shapes_)
-
-
 @pytest.mark.parametrize("crs,transform,seed", [("EPSG:32616", TRANSFORM, 0), ("EPSG:32616", TRANSFORM, 2),
                                                 ("EPSG:4326", from_origin(-43.2, -22.9, 4.5e-6, 4.5e-6), 0)])
 def test_regularize_gives_right_angles_valid_polygons_and_keeps_areas(tmp_path, crs, transform, seed):
@@ -377,7 +360,7 @@ def test_regularize_gives_right_angles_valid_polygons_and_keeps_areas(tmp_path, 
     buildingregulariser alone, with its tolerances in degrees, returns nothing)."""
     from geoseg.vector.regularize import right_angle_error
 
-    arr, n = _noisy_rectangles(seed)
+    arr, n = noisy_rectangles(seed)
     write_classes(tmp_path / "r.classes.tif", arr, crs=crs, transform=transform)
     plain = gpd_read(vectorize(tmp_path / "r.classes.tif", tmp_path / "plain.gpkg",
                                VectorizeOptions(progress=False, min_area=1)))

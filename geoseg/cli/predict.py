@@ -38,16 +38,21 @@ def predict(bundle: str, inputs: tuple[str, ...], output: str, do_vectorize: boo
     """Predict class rasters for INPUTS (files, folders or globs) with BUNDLE.
 
     Writes OUTPUT/NAME.classes.tif (a COG with a colour map) per scene, and with
-    --vectorize OUTPUT/NAME.gpkg. An instance bundle (maskrcnn) writes
+    --vectorize OUTPUT/NAME.gpkg. A bundle with object channels also writes
     OUTPUT/NAME.instances.gpkg (one polygon per object) and NAME.instances.tif
-    (instance ids) instead; the overlap must be at least the largest object's size.
+    (instance ids); an instance bundle (maskrcnn) writes only those, and its overlap
+    must be at least the largest object's size. --regularize squares the building
+    footprints of NAME.instances.gpkg (and, with --vectorize, of NAME.gpkg).
     """
     from pathlib import Path
 
-    from geoseg.prediction import PredictOptions
+    from geoseg.models.bundle import read_meta, resolve_bundle
+    from geoseg.prediction import PredictOptions, writes_instances
     from geoseg.prediction import predict as run
 
-    options = PredictOptions(**opts)
+    # --regularize: the instance footprints when the bundle writes them, and with --vectorize its polygons
+    instances_regularized = regularize and (not do_vectorize or writes_instances(read_meta(resolve_bundle(bundle))))
+    options = PredictOptions(regularize=instances_regularized, **opts)
     vopts = None
     if do_vectorize:  # checked before any scene is predicted
         from geoseg.vector.vectorize import VectorizeOptions

@@ -32,16 +32,27 @@ def polygon(inst: Instance, transform: Affine):
     return shapely.union_all(parts) if len(parts) > 1 else parts[0]
 
 
-def write_gpkg(final: Path, instances: list[Instance], info: SceneInfo, classes: ClassList) -> None:
+def write_gpkg(final: Path, instances: list[Instance], info: SceneInfo, classes: ClassList,
+               regularize: bool = False) -> None:
+    """The instances as one styled layer; ``regularize``: building footprints with right-angled edges
+    (``geoseg.vector.regularize``; other classes keep their pixel outlines)."""
     import geopandas as gpd
 
     from geoseg.io.output import respect_umask, tmp_name, vector_write_errors, write_error
     from geoseg.io.styles import categorized_fill_qml, write_layer_styles
     from geoseg.vector.vectorize import GroundMeasure
 
-    geoms = [polygon(q, info.transform) for q in instances]
+    geoms = np.empty(len(instances), dtype=object)
+    geoms[:] = [polygon(q, info.transform) for q in instances]
+    if regularize and len(instances):
+        from geoseg.classes import object_classes
+        from geoseg.vector.regularize import regularize_footprints
+
+        sel = np.isin([q.label for q in instances], [c.id for c in object_classes(classes)])
+        if sel.any():
+            geoms[sel] = regularize_footprints(geoms[sel], info.crs)
     measure = GroundMeasure(info.crs, info.transform)
-    area, perim = measure.area_perimeter(geoms) if geoms else (np.zeros(0), np.zeros(0))
+    area, perim = measure.area_perimeter(list(geoms)) if len(geoms) else (np.zeros(0), np.zeros(0))
     names = {c.id: c.name for c in classes}
     frame = gpd.GeoDataFrame({
         "instance_id": np.arange(1, len(instances) + 1, dtype=np.int64),
@@ -50,7 +61,7 @@ def write_gpkg(final: Path, instances: list[Instance], info: SceneInfo, classes:
         "score": [q.score for q in instances],
         "area_m2": area, "perimeter_m": perim,
         "source": ["tile" if q.parts == 1 else f"merged from {q.parts} tiles" for q in instances],
-    }, geometry=geoms, crs=info.crs)
+    }, geometry=list(geoms), crs=info.crs)
     tmp = tmp_name(final, "gpkg")
     try:
         frame.to_file(tmp, layer=LAYER, driver="GPKG", engine="pyogrio")

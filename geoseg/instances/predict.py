@@ -83,7 +83,7 @@ def predict_instances_scene(info: SceneInfo, bundle: str, classes: ClassList, ou
     instances = merge_pieces(pieces, grid)
     log.info("%s: %d instances (%d pieces merged)", info.path, len(instances),
              sum(q.parts for q in instances if q.parts > 1))
-    write_gpkg(out.instances_gpkg, instances, info, classes)  # before the raster: its rename is the commit point
+    write_gpkg(out.instances_gpkg, instances, info, classes, options.regularize)  # before the raster: its rename is the commit point
     try:
         write_raster(out.instances, instances, info, options.chunk_size)
     except BaseException:

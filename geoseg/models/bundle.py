@@ -190,6 +190,13 @@ def summarize(meta: BundleMeta) -> list[str]:
              + f"; mean {[round(v, 2) for v in meta.mean]}, std {[round(v, 2) for v in meta.std]}",
              f"classes       {classes}",
              f"tiling        {meta.tile_size} px tiles, {meta.overlap} px overlap"]
+    if meta.objects is not None:
+        o, names = meta.objects, {c.id: c.name for c in meta.classes}
+        d = o.decode
+        lines.append(f"objects       {', '.join(names.get(c, str(c)) for c in o.classes)}: body, {o.border} px inner "
+                     f"border, {o.contact} px contact -> NAME.instances.gpkg"
+                     + (f"; decoding seed {d['seed']}, mask {d['mask']}, min area {d['min_area']} px"
+                        if {"seed", "mask", "min_area"} <= d.keys() else ""))
     if ex.get("encoder_weights"):
         w = ex["encoder_weights"]
         lines.append(f"pretrained    {w.get('source') or w.get('file')} ({w.get('mapping')} mapping)")
@@ -206,7 +213,10 @@ def summarize(meta: BundleMeta) -> list[str]:
         elif block:
             ious = ", ".join(f"{k} {v:.3f}" for k, v in block.get("iou", {}).items() if v is not None)
             where = f" epoch {block['epoch']}" if "epoch" in block else ""
-            lines.append(f"{label:<13} IoU {ious}{where}")
+            ob = block.get("objects") or {}
+            objs = (f"; object F1 {ob['f1']:.3f} (TP {ob['tp']}, FP {ob['fp']}, FN {ob['fn']})"
+                    if {"f1", "tp", "fp", "fn"} <= ob.keys() else "")
+            lines.append(f"{label:<13} IoU {ious}{objs}{where}")
     for line in ex.get("scores", []):  # figures measured on held-out data after training, with their command
         lines.append(f"scored        {line}")
     lines.append(f"geoseg        {meta.geoseg_version}")
