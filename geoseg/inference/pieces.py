@@ -31,16 +31,14 @@ from geoseg.inference.tiling import TileGrid
 
 
 @dataclass
-class Piece:
-    """A detection kept by its tile, in scene pixels: ``mask`` covers rows y0.. and columns x0.."""
+class CroppedMask:
+    """An object's mask cropped to its box, in scene pixels: ``mask`` covers rows y0.. and columns x0.."""
 
     y0: int
     x0: int
     mask: np.ndarray
     label: int
     score: float
-    tile: tuple[int, int]
-    cut: bool  # touches an inner edge of its tile: part of an object larger than the overlap
 
     @property
     def y1(self) -> int:
@@ -49,6 +47,14 @@ class Piece:
     @property
     def x1(self) -> int:
         return self.x0 + self.mask.shape[1]
+
+
+@dataclass
+class Piece(CroppedMask):
+    """A detection kept by its tile."""
+
+    tile: tuple[int, int]
+    cut: bool  # touches an inner edge of its tile: part of an object larger than the overlap
 
     @property
     def area(self) -> int:
@@ -151,23 +157,10 @@ def _band_overlap(a: Piece, b: Piece, grid: TileGrid, measure: str) -> float:
 
 
 @dataclass
-class Instance:
-    """A finished instance in scene pixels."""
+class Instance(CroppedMask):
+    """A finished instance."""
 
-    y0: int
-    x0: int
-    mask: np.ndarray
-    label: int
-    score: float
     parts: int  # pieces merged into it (1: found whole by one tile)
-
-    @property
-    def y1(self) -> int:
-        return self.y0 + self.mask.shape[0]
-
-    @property
-    def x1(self) -> int:
-        return self.x0 + self.mask.shape[1]
 
 
 def merge_pieces(pieces: list[Piece], grid: TileGrid, ios_threshold: float = 0.5, measure: str = "ios") -> list[Instance]:

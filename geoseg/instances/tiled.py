@@ -1,21 +1,9 @@
 """Tiled Mask R-CNN prediction: each tile's detections, kept by the tile that owns them.
 
-Ownership and the merge across tiles are :mod:`geoseg.inference.pieces`' (README "Instances across
-tiles"), shared with the object channels of semantic bundles. The rule:
-
-1. Every tile of the global grid has a *core*: the tile minus half the overlap on each side that
-   has a neighbour. The cores partition the scene.
-2. A detection is kept only by the tile whose core contains the centre of its mask's bounding box
-   (clipped to the scene). An object no larger than the overlap lies wholly inside the tile that
-   owns it, so it is found whole, once; every other tile that sees it (whole or cut) drops it.
-3. A kept detection that touches an inner edge of its tile was cut by that tile (an object larger
-   than the overlap). It is merged with the kept detections of the neighbouring tiles whose masks
-   cover the same pixels of the band the two tiles share: intersection over the smaller of the two
-   masks in that band at least ``ios_threshold`` (mask IoS, never box IoU), same class. Merges chain.
-
-Limits: an object larger than the overlap is complete only if every tile it crosses finds its part
-there; two different objects of one class that touch inside a shared band and are both cut by it
-can be merged. Masks are kept cropped to their boxes; nothing is ever scene-sized.
+Which tile keeps a detection, and how detections of objects cut by tiles are joined, is
+:mod:`geoseg.inference.pieces`' rule (README "Instances across tiles"), shared with the object
+channels of semantic bundles and ``vectorize --split-touching``: Mask R-CNN detections are merged
+by mask IoS in the band two tiles share.
 """
 
 from __future__ import annotations

