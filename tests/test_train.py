@@ -353,6 +353,30 @@ def test_init_from_a_bundle_copies_its_weights_and_sums_the_stem(tmp_path):
         _init_from_bundle(create_model("unet", "resnet34", 1, 2, params), bad)
 
 
+def test_init_from_an_object_bundle_keeps_its_class_logits(tmp_path):
+    """A class model (one band, as atlanta-buildings) started from the packaged buildings-rgb, which has
+    object channels: the head keeps the class-logit rows and drops the body, border and contact ones."""
+    from geoseg.models import create_model
+    from geoseg.models.bundle import load_bundle
+    from geoseg.training.loop import _init_from_bundle
+
+    src = load_bundle("buildings-rgb")
+    assert src.meta.objects is not None
+    params = dict(src.meta.arch_params)
+    scene_with_buildings(tmp_path)
+    cfg = load_config(write_config(tmp_path, model={"init_from": "buildings-rgb", "encoder": src.meta.encoder,
+                                                    "arch_params": params}))
+    model = create_model("unet", src.meta.encoder, 1, 2, params)
+    info = _init_from_bundle(model, cfg)
+    assert info["bundle"] == "buildings-rgb"
+    source, own = src.model.state_dict(), model.state_dict()
+    for k in ("segmentation_head.0.weight", "segmentation_head.0.bias"):
+        assert source[k].shape[0] == 5 and own[k].shape[0] == 2
+        torch.testing.assert_close(own[k], source[k][:2].to(own[k].dtype))
+    assert torch.equal(own["decoder.blocks.0.conv1.0.weight"], source["decoder.blocks.0.conv1.0.weight"].to(
+        own["decoder.blocks.0.conv1.0.weight"].dtype))
+
+
 def test_freeze_encoder_trains_only_the_decoder_and_keeps_batchnorm_statistics(tmp_path):
     """A frozen encoder leaves training exactly as loaded (weights and BatchNorm running statistics),
     while the decoder and head learn; without pretrained weights to keep, the option is refused."""

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # geoseg's main job on its embedded default: the packaged RGB building model on a held-out crop of
-# SpaceNet Rio (never trained on), through predict, vectorize and evaluate.
+# SpaceNet Rio (never trained on), through predict, vectorize and evaluate. The model has object channels,
+# so predict also writes one polygon per building (NAME.instances.gpkg), which evaluate scores as objects.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-demo-out}
@@ -40,9 +41,10 @@ model      {model}: U-Net, {meta.encoder} encoder (ImageNet weights from {w.get(
 trained on SpaceNet 1 Rio de Janeiro (WorldView-2, CC BY-SA 4.0): 2,335 footprints, test blocks held out
 tested on  {name}: {sum(map(sum, r['confusion_m2'])) / 1e6:.2f} km² of the test blocks: never trained on, never used to pick the epoch
 result     building IoU {b['iou']:.3f} (by ground area {b['iou_area']:.3f}; precision {b['precision']:.3f}, recall {b['recall']:.3f})
-           buildings matched at IoU >= 0.5: F1 {o.get('f1', float('nan')):.3f} (TP {o.get('tp')}, FP {o.get('fp')}, FN {o.get('fn')})
+           buildings matched at IoU >= 0.5: F1 {o.get('f1', float('nan')):.3f} (TP {o.get('tp')}, FP {o.get('fp')}, FN {o.get('fn')}; objects from {r['scenes'][0]['objects']['building']['from']})
 time       predict {times['predict']:.1f} s, vectorize {times['vectorize']:.1f} s, evaluate {times['evaluate']:.1f} s
 outputs    {out}/{name}.classes.tif (COG; {name}.classes.qml styles it in QGIS)
-           {out}/{name}.gpkg (building polygons, styled)
+           {out}/{name}.instances.gpkg (one polygon per building, styled) and {name}.instances.tif (ids)
+           {out}/{name}.gpkg (the class raster's polygons, styled)
            {out}/audit/report.html, report.md, report.json, audit.gpkg (TP/FP/FN layers, IoU grid)""")
 PY

@@ -225,14 +225,16 @@ def _exclusive(instances: list[Instance], tiles: list[frozenset], grid: TileGrid
             by_tile.setdefault(t, []).append(i)
     half, s = grid.overlap / 2, grid.stride
     masks = [q.mask.copy() for q in instances]
+    box = np.array([(q.y0, q.y1, q.x0, q.x1) for q in instances], dtype=np.int64).reshape(-1, 4)
     for i, a in enumerate(instances):
-        near = {j for (r, c) in tiles[i] for dr in (-1, 0, 1) for dc in (-1, 0, 1)
-                for j in by_tile.get((r + dr, c + dc), ()) if j > i}
-        for j in sorted(near):
+        near = np.array(sorted({j for (r, c) in tiles[i] for dr in (-1, 0, 1) for dc in (-1, 0, 1)
+                                for j in by_tile.get((r + dr, c + dc), ()) if j > i}), dtype=np.int64)
+        if len(near):  # the boxes that meet this one's
+            nb = box[near]
+            near = near[(nb[:, 0] < a.y1) & (nb[:, 1] > a.y0) & (nb[:, 2] < a.x1) & (nb[:, 3] > a.x0)]
+        for j in near.tolist():
             b = instances[j]
             y0, y1, x0, x1 = max(a.y0, b.y0), min(a.y1, b.y1), max(a.x0, b.x0), min(a.x1, b.x1)
-            if y0 >= y1 or x0 >= x1:
-                continue
             ma = masks[i][y0 - a.y0 : y1 - a.y0, x0 - a.x0 : x1 - a.x0]
             mb = masks[j][y0 - b.y0 : y1 - b.y0, x0 - b.x0 : x1 - b.x0]
             both = ma & mb

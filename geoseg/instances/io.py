@@ -21,15 +21,25 @@ LAYER = "instances"
 FIELDS = ["instance_id", "class_id", "class_name", "score", "area_m2", "perimeter_m", "source"]
 
 
-def polygon(inst: Instance, transform: Affine):
-    """The instance's mask as one (multi)polygon in map coordinates, exactly along pixel edges."""
+def polygons(instances: list[Instance], transform: Affine) -> np.ndarray:
+    """Each instance's mask as one (multi)polygon in map coordinates, exactly along pixel edges: its
+    4-connected parts traced by ``geoseg.vector.tracing`` (compiled), then the scene's transform applied
+    to every vertex at once."""
     import shapely
-    from rasterio import features
+    from scipy import ndimage
 
-    t = transform * Affine.translation(inst.x0, inst.y0)
-    m = inst.mask.astype(np.uint8)
-    parts = [shapely.geometry.shape(g) for g, v in features.shapes(m, mask=inst.mask, transform=t) if v]
-    return shapely.union_all(parts) if len(parts) > 1 else parts[0]
+    from geoseg.vector.tracing import polygons as trace
+
+    out = np.empty(len(instances), dtype=object)
+    for k, q in enumerate(instances):
+        parts, n = ndimage.label(q.mask)
+        _, geoms = trace(parts, q.x0, q.y0)
+        out[k] = geoms[0] if n == 1 else shapely.union_all(geoms)
+    if len(out):
+        a, b, c, d, e, f = transform.a, transform.b, transform.c, transform.d, transform.e, transform.f
+        out = shapely.transform(out, lambda xy: np.column_stack([a * xy[:, 0] + b * xy[:, 1] + c,
+                                                                 d * xy[:, 0] + e * xy[:, 1] + f]))
+    return out
 
 
 def write_gpkg(final: Path, instances: list[Instance], info: SceneInfo, classes: ClassList,
@@ -42,8 +52,7 @@ def write_gpkg(final: Path, instances: list[Instance], info: SceneInfo, classes:
     from geoseg.io.styles import categorized_fill_qml, write_layer_styles
     from geoseg.vector.vectorize import GroundMeasure
 
-    geoms = np.empty(len(instances), dtype=object)
-    geoms[:] = [polygon(q, info.transform) for q in instances]
+    geoms = polygons(instances, info.transform)
     if regularize and len(instances):
         from geoseg.classes import object_classes
         from geoseg.vector.regularize import regularize_footprints

@@ -437,6 +437,13 @@ def _init_from_bundle(model, cfg: TrainConfig) -> dict:
             if key.startswith("segmentation_head.") and v is not None and v.ndim == t.ndim and \
                     v.shape[0] == len(src.classes) < t.shape[0] and v.shape[1:] == t.shape[1:]:
                 state[key] = torch.cat([v.to(t.dtype), t[v.shape[0]:]])
+    elif src.objects is not None and not cfg.objects:  # a class model from an object model: the head drops them
+        state = dict(state)
+        for key, t in own.items():
+            v = state.get(key)
+            if key.startswith("segmentation_head.") and v is not None and v.ndim == t.ndim and \
+                    v.shape[0] == src.out_channels and t.shape[0] == len(src.classes) and v.shape[1:] == t.shape[1:]:
+                state[key] = v[: t.shape[0]]
     load, adapted = fit_tensors(own, state, path, "model.init_from: another class count or decoder?")
     model.load_state_dict(load, strict=True)
     log.warning("starting from the weights of %s%s", path.name, f" (stem adapted to {len(cfg.bands)} band(s))"
