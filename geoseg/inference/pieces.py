@@ -23,6 +23,7 @@ decision is made per tile of the global grid, the result does not depend on chun
 from __future__ import annotations
 
 import math
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -206,7 +207,8 @@ def merge_pieces(pieces: list[Piece], grid: TileGrid, ios_threshold: float = 0.5
     if measure == "iou":  # decoded objects partition the pixels: a pixel two of them claim goes to one
         out = [q for q in _exclusive(out, tiles, grid) if q.mask.any()]
     # a deterministic order that does not depend on chunks or workers
-    out.sort(key=lambda q: (q.y0, q.x0, q.y1, q.x1, q.label, -q.score, q.mask.tobytes()))
+    # (the masks' CRC32 breaks ties without holding a copy of every mask in the sort keys)
+    out.sort(key=lambda q: (q.y0, q.x0, q.y1, q.x1, q.label, -q.score, zlib.crc32(q.mask)))
     return out
 
 
@@ -224,7 +226,13 @@ def _exclusive(instances: list[Instance], tiles: list[frozenset], grid: TileGrid
         for t in ts:
             by_tile.setdefault(t, []).append(i)
     half, s = grid.overlap / 2, grid.stride
-    masks = [q.mask.copy() for q in instances]
+    masks = [q.mask for q in instances]
+    own = [False] * len(instances)  # masks are copied the first time a pixel is taken from them
+
+    def writable(k: int) -> np.ndarray:
+        if not own[k]:
+            masks[k], own[k] = masks[k].copy(), True
+        return masks[k]
     box = np.array([(q.y0, q.y1, q.x0, q.x1) for q in instances], dtype=np.int64).reshape(-1, 4)
     for i, a in enumerate(instances):
         near = np.array(sorted({j for (r, c) in tiles[i] for dr in (-1, 0, 1) for dc in (-1, 0, 1)
@@ -246,8 +254,10 @@ def _exclusive(instances: list[Instance], tiles: list[frozenset], grid: TileGrid
             owner = [(int(r), int(c)) for r, c in zip(rows, cols)]
             a_wins = np.array([(t in tiles[i]) > (t in tiles[j]) or ((t in tiles[i]) == (t in tiles[j])
                                                                      and a.score >= b.score) for t in owner])
-            mb[yy[a_wins], xx[a_wins]] = False
-            ma[yy[~a_wins], xx[~a_wins]] = False
+            if a_wins.any():
+                writable(j)[y0 - b.y0 + yy[a_wins], x0 - b.x0 + xx[a_wins]] = False
+            if not a_wins.all():
+                writable(i)[y0 - a.y0 + yy[~a_wins], x0 - a.x0 + xx[~a_wins]] = False
     return [Instance(q.y0, q.x0, m, q.label, q.score, q.parts) for q, m in zip(instances, masks)]
 
 

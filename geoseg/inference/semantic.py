@@ -367,9 +367,11 @@ def predict_scene(info: SceneInfo, bundle: str | os.PathLike, classes: ClassList
         bar.close()
         if job.objects:
             instances = merge_pieces(pieces, grid, measure="iou")
+            pieces.clear()
             log.info("%s: %d objects (%d pieces merged)", info.path, len(instances),
                      sum(q.parts for q in instances if q.parts > 1))
             write_instances(instances)
+            del instances  # not held while the class COG is finished
         write_class_sidecars(out.classes, classes)  # before the raster: its rename is the commit point
         writers[0].finish_cog(decorate_classes(classes), options.overviews.upper())
         if out.probabilities:

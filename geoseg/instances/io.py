@@ -18,6 +18,7 @@ from geoseg.inference.tiling import chunk_grid
 from geoseg.io.raster import SceneInfo
 
 LAYER = "instances"
+BATCH = 4096  # instances traced and written at a time
 FIELDS = ["instance_id", "class_id", "class_name", "score", "area_m2", "perimeter_m", "source"]
 
 
@@ -47,33 +48,40 @@ def write_gpkg(final: Path, instances: list[Instance], info: SceneInfo, classes:
     """The instances as one styled layer; ``regularize``: building footprints with right-angled edges
     (``geoseg.vector.regularize``; other classes keep their pixel outlines)."""
     import geopandas as gpd
+    import pyogrio
 
+    from geoseg.classes import object_classes
     from geoseg.io.output import respect_umask, tmp_name, vector_write_errors, write_error
     from geoseg.io.styles import categorized_fill_qml, write_layer_styles
+    from geoseg.vector.regularize import regularize_footprints
     from geoseg.vector.vectorize import GroundMeasure
 
-    geoms = polygons(instances, info.transform)
-    if regularize and len(instances):
-        from geoseg.classes import object_classes
-        from geoseg.vector.regularize import regularize_footprints
-
-        sel = np.isin([q.label for q in instances], [c.id for c in object_classes(classes)])
-        if sel.any():
-            geoms[sel] = regularize_footprints(geoms[sel], info.crs)
-    measure = GroundMeasure(info.crs, info.transform)
-    area, perim = measure.area_perimeter(list(geoms)) if len(geoms) else (np.zeros(0), np.zeros(0))
     names = {c.id: c.name for c in classes}
-    frame = gpd.GeoDataFrame({
-        "instance_id": np.arange(1, len(instances) + 1, dtype=np.int64),
-        "class_id": [q.label for q in instances],
-        "class_name": [names.get(q.label, f"class_{q.label}") for q in instances],
-        "score": [q.score for q in instances],
-        "area_m2": area, "perimeter_m": perim,
-        "source": ["tile" if q.parts == 1 else f"merged from {q.parts} tiles" for q in instances],
-    }, geometry=list(geoms), crs=info.crs)
+    measure = GroundMeasure(info.crs, info.transform)
+    sel_ids = [c.id for c in object_classes(classes)] if regularize else []
+    # in batches, so that a scene's polygons are never all held at once; regularizing aligns
+    # neighbours, so it needs the whole layer in one
+    step = max(len(instances), 1) if regularize else BATCH
     tmp = tmp_name(final, "gpkg")
     try:
-        frame.to_file(tmp, layer=LAYER, driver="GPKG", engine="pyogrio")
+        for at in range(0, max(len(instances), 1), step):
+            batch = instances[at : at + step]
+            geoms = polygons(batch, info.transform)
+            sel = np.isin([q.label for q in batch], sel_ids)
+            if sel.any():
+                geoms[sel] = regularize_footprints(geoms[sel], info.crs)
+            area, perim = measure.area_perimeter(list(geoms)) if len(geoms) else (np.zeros(0), np.zeros(0))
+            frame = gpd.GeoDataFrame({
+                "instance_id": np.arange(at + 1, at + len(batch) + 1, dtype=np.int64),
+                "class_id": np.array([q.label for q in batch], dtype=np.int64),
+                "class_name": [names.get(q.label, f"class_{q.label}") for q in batch],
+                "score": np.array([q.score for q in batch], dtype=np.float64),
+                "area_m2": area, "perimeter_m": perim,
+                "source": ["tile" if q.parts == 1 else f"merged from {q.parts} tiles" for q in batch],
+            }, geometry=list(geoms), crs=info.crs)
+            pyogrio.write_dataframe(frame, tmp, layer=LAYER, driver="GPKG", geometry_type="MultiPolygon",
+                                    promote_to_multi=True, append=at > 0)
+            del frame, geoms
         write_layer_styles(tmp, {LAYER: categorized_fill_qml([c for c in classes if c.vectorize])})
         respect_umask(tmp)
         os.replace(tmp, final)
