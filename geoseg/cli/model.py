@@ -19,7 +19,8 @@ def model() -> None:
 @model.command("init")
 @click.argument("architecture")
 @click.option("--encoder", "--backbone", "encoder", default=None,
-              help="smp/timm encoder name (default resnet34); maskrcnn: resnet50, resnet50_v2, mobilenet_v3_large.")
+              help="smp/timm encoder name (default resnet34); maskrcnn: resnet50, resnet50_v2, mobilenet_v3_large; "
+                   "segnet: vgg16_bn (default), another vgg, or basic.")
 @click.option("--bands", default="1,2,3", show_default=True, help="Input band indexes, in model order.")
 @click.option("--classes", "classes", default="background,building,road,water", show_default=True,
               help="Comma-separated class names (background is prepended if absent), or a class-list YAML.")
@@ -34,10 +35,11 @@ def model() -> None:
 @debug_option
 def init(architecture, encoder, bands, classes, mean, std, tile_size, overlap, gsd, seed, output, overwrite):
     """Write a randomly initialised bundle of ARCHITECTURE."""
+    from geoseg.models import default_encoder
     from geoseg.models.bundle import init_bundle
 
     if encoder is None:
-        encoder = "resnet50" if architecture.lower() == "maskrcnn" else "resnet34"
+        encoder = default_encoder(architecture)
     path = init_bundle(architecture, output, encoder=encoder, bands=_ints(bands, "--bands"),
                        classes=classes, mean=_floats(mean, "--mean"), std=_floats(std, "--std"),
                        tile_size=tile_size, overlap=overlap, gsd=gsd, seed=seed, overwrite=overwrite)

@@ -1,6 +1,7 @@
 """Architecture registry, keyed by lowercase names.
 
-``fcn8s``, ``fcn16s`` and ``fcn32s`` are geoseg's own (Long et al., CVPR 2015);
+``fcn8s``, ``fcn16s`` and ``fcn32s`` (Long et al., CVPR 2015) and ``segnet``
+(Badrinarayanan et al., TPAMI 2017; encoder ``vgg16_bn`` or ``basic``) are geoseg's own;
 every architecture of segmentation-models-pytorch (``unet``, ``deeplabv3``,
 ``deeplabv3plus``, ``fpn``, ...) is available under its smp name. Weights are
 never downloaded: encoders are always built with ``encoder_weights=None``.
@@ -15,6 +16,7 @@ from torch import nn
 
 from geoseg.errors import GeosegError
 from geoseg.models.fcn import FCN
+from geoseg.models.segnet import SegNet
 
 
 class PixelLinear(nn.Module):
@@ -38,6 +40,7 @@ _OWN: dict[str, Callable[..., nn.Module]] = {
     "fcn32s": lambda **kw: FCN(variant="32s", **kw),
     "fcn16s": lambda **kw: FCN(variant="16s", **kw),
     "fcn8s": lambda **kw: FCN(variant="8s", **kw),
+    "segnet": SegNet,
 }
 
 
@@ -50,6 +53,14 @@ def _smp_architectures() -> dict[str, type]:
         from segmentation_models_pytorch import MODEL_ARCHITECTURES_MAPPING
 
     return dict(MODEL_ARCHITECTURES_MAPPING)
+
+
+DEFAULT_ENCODERS = {"maskrcnn": "resnet50", "segnet": "vgg16_bn"}
+
+
+def default_encoder(architecture: str) -> str:
+    """The encoder ``model init`` builds when none is given: the paper's for SegNet, ResNet-34 for smp's."""
+    return DEFAULT_ENCODERS.get(architecture.lower(), "resnet34")
 
 
 def available_architectures() -> list[str]:
@@ -96,8 +107,10 @@ def output_stride(model: nn.Module) -> int:
     """The factor input sizes must be divisible by (32 for most encoders)."""
     if isinstance(model, PixelLinear):
         return 1
+    if isinstance(getattr(model, "output_stride", None), int):  # geoseg's own, e.g. SegNet-Basic's 16
+        return model.output_stride
     enc = getattr(model, "encoder", None)
     return int(getattr(enc, "output_stride", 32) or 32)
 
 
-__all__ = ["FCN", "PixelLinear", "available_architectures", "create_model", "output_stride"]
+__all__ = ["FCN", "PixelLinear", "SegNet", "available_architectures", "create_model", "default_encoder", "output_stride"]
