@@ -9,10 +9,11 @@ The Python API mirrors the command line::
     report = geoseg.evaluate(outs[0].classes, "labels.gpkg", "audit/",
                              geoseg.EvaluateOptions(reference_class="building"))
     geoseg.train("configs/train/my.yaml", "models/my-model")
+    geoseg.cluster(["scenes/"], "clusters/", geoseg.ClusterOptions(k=6))   # k-means class rasters
     bundle = geoseg.load_bundle("buildings-rgb")                        # .meta, .model (torch)
     geoseg.benchmarks.evaluate("voc", "preds/", "reports/voc/", root="VOCdevkit/VOC2012", split="val")
 
-The four commands are plain functions here; each imports its stage on first call
+The commands are plain functions here; each imports its stage on first call
 (:mod:`geoseg.prediction`, :mod:`geoseg.vector`, :mod:`geoseg.evaluation`, :mod:`geoseg.training`),
 and the other names load on first use, so ``import geoseg`` stays light (no torch).
 """
@@ -28,6 +29,7 @@ from geoseg.errors import GeosegError
 from geoseg.version import __version__
 
 if TYPE_CHECKING:  # for readers and type checkers; at run time these load on first use
+    from geoseg.clustering import ClusterOptions
     from geoseg.evaluation.evaluate import EvaluateOptions
     from geoseg.prediction import PredictOptions, SceneOutputs
     from geoseg.training.config import TrainConfig
@@ -80,10 +82,22 @@ def train(config: str | os.PathLike | TrainConfig, output: str | os.PathLike, *,
     return run(config, output, resume=resume, overwrite=overwrite, progress=progress, stop_after=stop_after)
 
 
+def cluster(inputs: list[str] | str, out_dir: str | os.PathLike, options: ClusterOptions | None = None,
+            client: object | None = None) -> list:
+    """Unsupervised class rasters (k-means on the bands) for every scene of ``inputs`` (``geoseg cluster``).
+
+    Returns one :class:`geoseg.clustering.ClusterOutputs` per scene. See :func:`geoseg.clustering.cluster`.
+    """
+    from geoseg.clustering import cluster as run
+
+    return run(inputs, out_dir, options, client=client)
+
+
 _SUBPACKAGES = ("benchmarks", "workflows")  # geoseg.benchmarks.get("voc").evaluate(...), geoseg.workflows.run_workflow
 _NAMES = {
     "PredictOptions": "geoseg.prediction", "SceneOutputs": "geoseg.prediction",
     "VectorizeOptions": "geoseg.vector.vectorize", "EvaluateOptions": "geoseg.evaluation.evaluate",
+    "ClusterOptions": "geoseg.clustering",
     "load_config": "geoseg.training.config",
     "load_bundle": "geoseg.models.bundle", "read_meta": "geoseg.models.bundle", "init_bundle": "geoseg.models.bundle",
     "check_fit": "geoseg.inference.fit", "load_classes": "geoseg.classes", "ClassList": "geoseg.classes",
@@ -106,4 +120,5 @@ def __dir__() -> list[str]:
     return sorted({*globals(), *_SUBPACKAGES, *_NAMES})
 
 
-__all__ = ["GeosegError", "__version__", "predict", "vectorize", "evaluate", "train", *_SUBPACKAGES, *_NAMES]
+__all__ = ["GeosegError", "__version__", "predict", "vectorize", "evaluate", "train", "cluster", *_SUBPACKAGES,
+           *_NAMES]

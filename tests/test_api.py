@@ -36,6 +36,7 @@ COVERED = {
     "init_bundle": "test_bundles_and_classes", "packaged_models": "test_bundles_and_classes",
     "load_classes": "test_bundles_and_classes", "ClassList": "test_bundles_and_classes",
     "check_fit": "test_check_fit",
+    "cluster": "test_cluster_from_the_package", "ClusterOptions": "test_cluster_from_the_package",
     "benchmarks": "test_benchmarks_from_the_package",
     "workflows": "test_workflows_from_the_package", "load_workflow": "test_workflows_from_the_package",
     "run_workflow": "test_workflows_from_the_package",
@@ -194,6 +195,20 @@ def test_workflows_from_the_package(tmp_path, linear_bundle):
     with rasterio.open(tmp_path / "out" / "a.classes.tif") as src:
         np.testing.assert_array_equal(src.read(1), known_class(data))
     assert geoseg.workflows.load_workflow is geoseg.load_workflow
+
+
+def test_cluster_from_the_package(tmp_path):
+    data = structured_scene(96, 128, bands=3)
+    scene = write_scene(tmp_path / "s.tif", data)
+    (out,) = geoseg.cluster([str(scene)], tmp_path / "c", geoseg.ClusterOptions(k=4, progress=False))
+    with rasterio.open(out.clusters) as src:
+        labels = src.read(1)
+        assert src.crs == rasterio.crs.CRS.from_string("EPSG:32616")
+    assert set(np.unique(labels)) == {0, 1, 2, 3}
+    # the numbering is by brightness: cluster 0's pixels are darker on average than cluster 3's
+    mean = data.astype(float).mean(axis=0)
+    assert mean[labels == 0].mean() < mean[labels == 3].mean()
+    assert out.model.name == "s.clusters.json"
 
 
 def test_errors_and_version(tmp_path):

@@ -24,6 +24,7 @@ STAGES = [
     ("models", ["geoseg.models"]),
     ("engines", ["geoseg.engines"]),
     ("inference", ["geoseg.inference"]),
+    ("clustering", ["geoseg.clustering"]),
     ("vector", ["geoseg.vector"]),
     ("instances", ["geoseg.instances"]),
     ("prediction", ["geoseg.prediction"]),

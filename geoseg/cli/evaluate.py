@@ -36,6 +36,9 @@ from geoseg.cli.options import (
               help="Vector against vector: rasterize both at this pixel size, in CRS units.")
 @click.option("--grid", type=click.Path(dir_okay=False), default=None,
               help="Vector against vector: rasterize both onto this template raster's grid.")
+@click.option("--match-clusters", is_flag=True,
+              help="PREDICTION is a clustering (geoseg cluster): match clusters to the --classes one to one "
+                   "(Hungarian, per scene) before scoring.")
 @allow_no_crs_opt
 @click.option("--no-audit", "audit", is_flag=True, flag_value=False, default=True, help="Skip audit.gpkg.")
 @chunk_size_opt
@@ -66,6 +69,10 @@ def evaluate(prediction, reference, output, ignore, object_classes, **opts) -> N
 
     for line in headline(report):
         click.echo(line)
+    for scene in report.get("cluster_matching", {}).get("scenes", []):
+        pairs = ", ".join(f"{k} -> {v}" for k, v in scene["clusters"].items())
+        rest = f"; unmatched: {', '.join(scene['unmatched'])}" if scene["unmatched"] else ""
+        click.echo(f"{scene['scene']}: clusters matched one to one (Hungarian): {pairs}{rest}")
     out = Path(output)
     click.echo(f"report: {out / 'report.html'} (also report.md, report.json)")
     if options.audit:

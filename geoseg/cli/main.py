@@ -65,6 +65,7 @@ def _drop_warning(*args, **kwargs) -> None:
 
 def _register() -> None:
     from geoseg.cli.benchmark import benchmark
+    from geoseg.cli.cluster import cluster
     from geoseg.cli.evaluate import evaluate
     from geoseg.cli.model import model
     from geoseg.cli.predict import predict
@@ -73,6 +74,7 @@ def _register() -> None:
     from geoseg.cli.vectorize import vectorize
 
     cli.add_command(benchmark)
+    cli.add_command(cluster)
     cli.add_command(evaluate)
     cli.add_command(model)
     cli.add_command(predict)

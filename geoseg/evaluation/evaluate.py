@@ -29,6 +29,7 @@ from rasterio.windows import transform as window_transform
 
 from geoseg.classes import NODATA, ClassList, SegClass, load_classes, object_classes
 from geoseg.errors import GeosegError
+from geoseg.evaluation.clusters import UNMATCHED, RelabelledLabels
 from geoseg.evaluation.metrics import Confusion, match_objects
 from geoseg.inference.scheduler import open_runner, progress_bar, run_graph
 from geoseg.inference.tiling import Chunk, chunk_grid
@@ -67,6 +68,8 @@ class EvaluateOptions:
     audit: bool = True
     overwrite: bool = False
     progress: bool = True
+    # the prediction is a clustering: match clusters to the reference classes one to one (Hungarian) per scene
+    match_clusters: bool = False
 
     def __post_init__(self) -> None:
         check_options(self)
@@ -267,8 +270,10 @@ def _classes_for(options: EvaluateOptions, tags: dict, path: str) -> ClassList:
 
 
 def evaluate_scene(prediction: str, reference: str, options: EvaluateOptions, runner, audit_dir: Path | None,
-                   classes: ClassList | None = None) -> tuple[SceneResult, ClassList, Path | None]:
-    """Evaluate one prediction against one reference."""
+                   classes: ClassList | None = None, relabel: np.ndarray | None = None
+                   ) -> tuple[SceneResult, ClassList, Path | None]:
+    """Evaluate one prediction against one reference; ``relabel``: a lookup table the prediction's ids are
+    read through (a clustering's matching, :mod:`geoseg.evaluation.clusters`)."""
     prediction, reference = os.fspath(prediction), os.fspath(reference)
     pred_vec, ref_vec = is_vector(prediction), is_vector(reference)
     if pred_vec and ref_vec:
@@ -294,6 +299,8 @@ def evaluate_scene(prediction: str, reference: str, options: EvaluateOptions, ru
         other_bounds, other_crs = grid.bounds, grid.crs
     else:
         pred_src = RasterLabels(prediction, False, pred_nodata)
+        if relabel is not None:
+            pred_src = RelabelledLabels(pred_src, relabel)
         if ref_vec:
             geoms, ids = read_vectors(reference, grid.crs, options.class_field, classes, "reference",
                                        options.reference_class)
@@ -602,13 +609,22 @@ def evaluate(prediction: str | os.PathLike, reference: str | os.PathLike, output
         work = tmp_folder(out, "audit")
         try:
             results, classes, audits = [], None, []
+            matching = None
             with open_runner(options.scheduler, options.workers, client) as runner:
-                for p, r in pairs:
-                    res, classes, codes = evaluate_scene(p, r, options, runner, work if options.audit else None,
-                                                         classes)
-                    results.append(res)
-                    audits.append((res, codes))
-            report = build_report(results, classes, options)
+                if options.match_clusters:
+                    classes, matching = _match_cluster_scenes(pairs, options, runner, work, results, audits)
+                else:
+                    for p, r in pairs:
+                        res, classes, codes = evaluate_scene(p, r, options, runner, work if options.audit else None,
+                                                             classes)
+                        results.append(res)
+                        audits.append((res, codes))
+            if matching is not None:
+                reference_classes = ClassList(tuple(c for c in classes if c.name != UNMATCHED))
+                report = build_report(results, reference_classes, options, outside_counts=True)
+                report["cluster_matching"] = matching
+            else:
+                report = build_report(results, classes, options)
             if options.audit:
                 from geoseg.evaluation.audit import write_audit
 
@@ -629,3 +645,41 @@ def evaluate(prediction: str | os.PathLike, reference: str | os.PathLike, output
             shutil.rmtree(work, ignore_errors=True)
     return report
 
+
+
+def _match_cluster_scenes(pairs, options: EvaluateOptions, runner, work: Path, results: list, audits: list):
+    """Per scene: count (class, cluster) pixels, match clusters to classes (Hungarian), score the matched raster."""
+    import json
+    from dataclasses import replace
+
+    from geoseg.evaluation.clusters import counting_classes, lookup, match_clusters, scoring_classes
+
+    if not options.classes:
+        raise GeosegError("--match-clusters needs --classes: the reference's class list")
+    reference = load_classes(options.classes)
+    scoring, unmatched = scoring_classes(reference)
+    matching = {"method": "Hungarian: one-to-one, maximising matched pixels (scipy linear_sum_assignment), "
+                          "per scene; unmatched clusters' pixels count as errors", "scenes": []}
+    for p, r in pairs:
+        if is_vector(p):
+            raise GeosegError("--match-clusters scores a cluster raster (geoseg cluster's NAME.clusters.tif), "
+                              "not vectors", p)
+        _, _, tags = _open_grid(p, "prediction")
+        if "GEOSEG_CLASSES" not in tags:
+            raise GeosegError("has no cluster metadata (geoseg cluster writes it)", p)
+        clusters = ClassList.from_dict({"classes": json.loads(tags["GEOSEG_CLASSES"])}, p)
+        cluster_ids = [c.id for c in clusters]
+        counting = counting_classes(reference, cluster_ids)
+        first, _, _ = evaluate_scene(p, r, replace(options, object_classes=(), classes=None), runner, None, counting)
+        mapping = match_clusters(first.conf.px, [c.id for c in reference], cluster_ids)
+        res, _, codes = evaluate_scene(p, r, options, runner, work if options.audit else None, scoring,
+                                       lookup(mapping, unmatched))
+        results.append(res)
+        audits.append((res, codes))
+        names = {c.id: c.name for c in reference}
+        matching["scenes"].append({
+            "scene": res.name,
+            "clusters": {clusters.by_id(k).name: names[v] for k, v in sorted(mapping.items())},
+            "unmatched": [c.name for c in clusters if c.id not in mapping],
+        })
+    return scoring, matching

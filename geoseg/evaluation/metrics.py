@@ -127,9 +127,12 @@ def overall_scores(cm: np.ndarray, ids=None) -> dict[str, float]:
     }
 
 
-def area_weighted_mean_iou(cm_m2: np.ndarray) -> float:
-    """Mean of per-class area IoU, each class weighted by its reference area."""
+def area_weighted_mean_iou(cm_m2: np.ndarray, ids=None) -> float:
+    """Mean of per-class area IoU, each class weighted by its reference area; ``ids`` as in
+    :func:`overall_scores` (other rows and columns still count as errors)."""
     s = class_scores(cm_m2)
+    if ids is not None:
+        s = {k: v[list(ids)] for k, v in s.items()}
     t = s["support"]
     ok = np.isfinite(s["iou"]) & (t > 0)
     return float((s["iou"][ok] * t[ok]).sum() / t[ok].sum()) if ok.any() else float("nan")

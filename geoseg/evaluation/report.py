@@ -68,7 +68,7 @@ def _block(conf: Confusion, classes: ClassList, objects: dict | None, outside_co
     else:
         sp, sa = class_scores(px), class_scores(m2)
         overall = {k: _num(v) for k, v in overall_scores(px).items()}
-    overall["mean_iou_area"] = _num(area_weighted_mean_iou(m2))
+    overall["mean_iou_area"] = _num(area_weighted_mean_iou(conf.m2, ids) if outside_counts else area_weighted_mean_iou(m2))
     # The headline: background dominates mean and frequency-weighted IoU, so foreground classes lead.
     fg = [n for n, c in enumerate(classes) if c.vectorize]
     overall["mean_iou_foreground"] = _nanmean([sp["iou"][n] for n in fg])

@@ -1,0 +1,68 @@
+"""``geoseg cluster --method kmeans`` against ``geoseg predict`` with the null model, on one large scene.
+
+    python bench/cluster.py [--size 16384] [--bands 4] [--k 6] [--repeats 3]
+
+The scene is ``scenes.write_scene`` (smooth land-cover fields, bright roofs, noise, a nodata corner),
+uint8, DEFLATE, 512 px tiles, in a UTM CRS. Side by side, interleaved, ``--repeats`` times, each a
+``geoseg`` subprocess (process start included) timed by its wall clock, with its peak RSS:
+
+- ``predict`` with the null model (``conv1x1``, one 1x1 convolution over the same bands, torch fp32):
+  the cost of reading the scene, tiling, blending and writing a class COG with almost no model;
+- ``cluster --method kmeans --k K``: sampling (a full read of the scene's blocks), the fit on
+  200,000 pixels, a second read to assign every pixel, and the cluster COG.
+
+The target (issue 29): cluster within 2x of that predict, peak RSS under 1.5 GB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "bench" / "out" / "cluster"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from regularize import cpu_model, run  # noqa: E402
+from scenes import write_scene  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--size", type=int, default=16384)
+    ap.add_argument("--bands", type=int, default=4)
+    ap.add_argument("--k", type=int, default=6)
+    ap.add_argument("--repeats", type=int, default=3)
+    a = ap.parse_args()
+    OUT.mkdir(parents=True, exist_ok=True)
+    from geoseg.models.bundle import init_bundle
+
+    scene = write_scene(OUT / f"scene{a.size}x{a.bands}.tif", a.size, bands=a.bands)
+    null = OUT / f"null{a.bands}"
+    if not null.exists():
+        init_bundle("conv1x1", null, encoder="none", bands=tuple(range(1, a.bands + 1)),
+                    mean=(128.0,) * a.bands, std=(64.0,) * a.bands, classes="a,b", tile_size=512, overlap=32)
+    common = ["--no-progress", "--overwrite"]
+    runs: dict[str, list] = {"predict (null model)": [], f"cluster --k {a.k}": []}
+    for _ in range(a.repeats):
+        runs["predict (null model)"].append(run(["predict", str(null), str(scene), "-o", str(OUT / "pred"),
+                                                 "--engine", "torch", "--precision", "fp32", *common]))
+        runs[f"cluster --k {a.k}"].append(run(["cluster", str(scene), "-o", str(OUT / "clusters"), "--k",
+                                               str(a.k), *common]))
+    print(f"cpu: {cpu_model()}")
+    print(f"scene {a.size}² x {a.bands} bands uint8, {a.repeats} interleaved repeats")
+    med = {k: statistics.median(s for s, _ in v) for k, v in runs.items()}
+    for k, v in runs.items():
+        print(f"{k:24s} median {med[k]:7.2f} s  runs " + ", ".join(f"{s:.2f}" for s, _ in v)
+              + f"  peak RSS median {statistics.median(m for _, m in v):.0f} MB")
+    base, ours = med["predict (null model)"], med[f"cluster --k {a.k}"]
+    print(f"cluster / predict: {ours / base:.2f}x")
+    shutil.rmtree(OUT / "pred", ignore_errors=True)
+    shutil.rmtree(OUT / "clusters", ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,11 @@
+"""Unsupervised segmentation of large scenes: k-means on pixel spectra (:mod:`geoseg.clustering.kmeans`).
+
+``cluster(inputs, out_dir, ClusterOptions(k=6))`` writes ``NAME.clusters.tif`` (cluster ids, a COG
+with a colour map) and ``NAME.clusters.json`` (the fitted model) per scene; ``geoseg cluster`` is the
+command over it.
+"""
+
+from geoseg.clustering.kmeans import KMeansModel, fit_kmeans, sample_pixels
+from geoseg.clustering.scenes import ClusterOptions, ClusterOutputs, cluster
+
+__all__ = ["ClusterOptions", "ClusterOutputs", "KMeansModel", "cluster", "fit_kmeans", "sample_pixels"]
