@@ -62,6 +62,9 @@ class PredictOptions:
     # bundles that write NAME.instances.gpkg (object channels, Mask R-CNN): building footprints with right
     # angles, aligned with their neighbours (geoseg.vector.regularize); NAME.instances.tif keeps the pixels
     regularize: bool = False
+    # "crf": the class raster is the dense-CRF refinement of the blended probabilities (geoseg.refine.crf)
+    refine: str | None = None
+    crf: str | None = None  # CRF settings as key=value,... over the bundle's stored ones (extra.crf)
 
     def __post_init__(self) -> None:
         check_blend(self.blend)
@@ -144,6 +147,21 @@ def predict(bundle: str | os.PathLike, inputs: list[str] | str, out_dir: str | o
     if options.regularize and not writes_instances(meta):
         raise GeosegError("--regularize applies to bundles that write NAME.instances.gpkg (object channels or "
                           "Mask R-CNN); for this model's class raster use --vectorize --regularize", bundle)
+    crf = None
+    if options.refine is not None or options.crf is not None:
+        if options.refine != "crf":
+            raise GeosegError(f"--refine takes crf, not {options.refine!r}" if options.refine
+                              else "--crf sets the CRF of --refine crf; add --refine crf")
+        if instance:
+            raise GeosegError(f"--refine crf applies to semantic bundles; this is an instance model "
+                              f"({meta.architecture})", bundle)
+        from geoseg.refine.crf import CRFSettings
+
+        crf = CRFSettings.parse(options.crf, meta.extra.get("crf"))
+        try:
+            import pydensecrf.densecrf  # noqa: F401
+        except ImportError:
+            raise GeosegError("--refine crf needs the pydensecrf2 package: pip install pydensecrf2") from None
     scenes = resolve_inputs(inputs, options.allow_no_crs)
     if any(Path(s).parent.resolve() == Path(out_dir).resolve() for s in scenes):
         log.warning("%s: the output folder is also an input folder; geoseg's own outputs there "
@@ -206,7 +224,7 @@ def predict(bundle: str | os.PathLike, inputs: list[str] | str, out_dir: str | o
                                     meta.bands, meta.mean, meta.std, choice,
                                     None if checkpoint is None else Path(checkpoint), meta.objects,
                                     _instance_writer(out, info, meta.classes, options.chunk_size,
-                                                                     options.regularize))
+                                                                     options.regularize), crf)
             done.append(out)
         if options.coco_results:  # image_id: the scene's number in the run, in input order
             from geoseg.instances.io import write_json

@@ -23,6 +23,7 @@ STAGES = [
     ("io", ["geoseg.io"]),
     ("models", ["geoseg.models"]),
     ("engines", ["geoseg.engines"]),
+    ("refine", ["geoseg.refine"]),
     ("inference", ["geoseg.inference"]),
     ("clustering", ["geoseg.clustering"]),
     ("vector", ["geoseg.vector"]),

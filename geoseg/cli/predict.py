@@ -28,6 +28,13 @@ from geoseg.cli.vectorize import vectorize_options
 @click.option("--coco-results", type=click.Path(dir_okay=False), default=None,
               help="Instance bundles: also write every instance as COCO results JSON (scene pixels; image_id is "
                    "the scene's number in the input order).")
+@click.option("--refine", type=click.Choice(["crf"]), default=None,
+              help="crf: the class raster is the dense-CRF refinement of the blended probabilities (class edges "
+                   "snap to image edges; pydensecrf2), on a fixed window grid: seam-free for any chunking.")
+@click.option("--crf", default=None,
+              help="CRF settings over the bundle's and the defaults, e.g. bilateral_sxy=60,iterations=10 "
+                   "(gaussian_sxy 3, gaussian_weight 3, bilateral_sxy 80, bilateral_srgb 13, "
+                   "bilateral_weight 10, iterations 5, halo 128).")
 @click.option("--vectorize", "do_vectorize", is_flag=True,
               help="Also vectorize each class raster into OUTPUT/NAME.gpkg (see geoseg vectorize).")
 @vectorize_options

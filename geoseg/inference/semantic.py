@@ -32,7 +32,7 @@ from geoseg.inference.objects import DecodeSettings, tile_objects
 from geoseg.inference.pieces import merge_pieces, pack_pieces, unpack_pieces
 from geoseg.inference.predictor import default_batch_size, get_predictor, resolve_device
 from geoseg.inference.scheduler import Runner, progress_bar, run_graph
-from geoseg.inference.tiling import Block, TileGrid, pad_tile
+from geoseg.inference.tiling import Block, TileGrid, chunk_grid, pad_tile
 from geoseg.io.checkpoint import ChunkStore, store_key
 from geoseg.io.inputs import output_stem
 from geoseg.io.output import ChunkWriter, class_sidecars, decorate_classes, decorate_probabilities, write_class_sidecars
@@ -300,7 +300,8 @@ def block_graph(job: SceneJob, blocks: list[list[Block]], store: ChunkStore | No
 def predict_scene(info: SceneInfo, bundle: str | os.PathLike, classes: ClassList, out,
                   options, runner: Runner, tile_size: int, overlap: int,
                   bands: tuple[int, ...], mean: tuple[float, ...], std: tuple[float, ...],
-                  choice=None, checkpoint: Path | None = None, objects=None, write_instances=None):
+                  choice=None, checkpoint: Path | None = None, objects=None, write_instances=None,
+                  crf=None):
     """Predict one checked scene into ``out``; nothing is left behind on failure.
 
     ``out`` and ``options`` are the run's :class:`geoseg.prediction.SceneOutputs` and
@@ -311,13 +312,15 @@ def predict_scene(info: SceneInfo, bundle: str | os.PathLike, classes: ClassList
     ``objects``: the bundle's :class:`geoseg.models.bundle.ObjectChannels`; their objects, owned per
     tile and merged across tiles (:mod:`geoseg.inference.pieces`), go to ``write_instances(instances)``
     before the class raster is committed.
+    ``crf``: :class:`geoseg.refine.CRFSettings`: the blended probabilities go to a temporary raster, and
+    the class raster is their dense-CRF refinement on the fixed window grid (:mod:`geoseg.refine.crf`).
     """
     grid = TileGrid(info.height, info.width, tile_size, overlap)
     job = SceneJob(
         scene=info, bundle=str(Path(bundle).resolve()), bands=bands, mean=mean, std=std,
         num_classes=len(classes), grid=grid, blend=check_blend(options.blend), device=options.device,
         batch_size=options.batch_size or default_batch_size(options.device),
-        probabilities=options.probabilities,
+        probabilities=options.probabilities or crf is not None,
         torch_threads=runner.torch_threads,
         engine=choice.engine if choice else "torch", precision=choice.precision if choice else "fp32",
         streams=runner.engine_streams,
@@ -334,12 +337,16 @@ def predict_scene(info: SceneInfo, bundle: str | os.PathLike, classes: ClassList
     bar = progress_bar(grid.n_tiles, Path(info.path).name, options.progress, unit="tile")
 
     pieces = []
+    crf_probs: list[ChunkWriter] = []  # the probabilities the CRF refines (a temporary raster)
 
     def write(block: Block, result) -> None:
         win = block.final_window
         if job.objects:
             pieces.extend(unpack_pieces(result.piece_table, result.piece_masks))
-        writers[0].write(result.classes, win)
+        if crf_probs:
+            crf_probs[0].write(result.probabilities, win)
+        else:
+            writers[0].write(result.classes, win)
         if out.probabilities:
             writers[1].write(result.probabilities, win)
         bar.update(result.n_tiles)
@@ -354,6 +361,9 @@ def predict_scene(info: SceneInfo, bundle: str | os.PathLike, classes: ClassList
                                    nearest_overviews=options.overviews == "nearest"))
         if out.probabilities:
             writers.append(ChunkWriter(out.probabilities, info, len(classes), None))
+        if crf is not None:
+            crf_probs.append(ChunkWriter(out.classes.with_name(out.classes.name + ".crf"), info, len(classes), None))
+
         def write_saved() -> None:  # the chunks an earlier run saved: from the store, while the rest run
             for row in blocks:
                 for b in row:
@@ -365,6 +375,8 @@ def predict_scene(info: SceneInfo, bundle: str | os.PathLike, classes: ClassList
             log.info("%s: resuming: %d of %d chunks are saved in %s", info.path, len(done), n_blocks, store.folder)
         run_graph(graph, sink, runner, write_saved if done else None)
         bar.close()
+        if crf is not None:
+            _refine(info, job, crf, crf_probs[0], writers[0], options, runner)
         if job.objects:
             instances = merge_pieces(pieces, grid, measure="iou")
             pieces.clear()
@@ -378,7 +390,7 @@ def predict_scene(info: SceneInfo, bundle: str | os.PathLike, classes: ClassList
             writers[1].finish_cog(decorate_probabilities(classes), "AVERAGE")
     except BaseException:
         bar.close()
-        for w in writers:
+        for w in writers + crf_probs:
             w.discard()
         if not out.classes.exists():  # the sidecars of a raster that never came, and its instances
             for p in class_sidecars(out.classes):
@@ -387,9 +399,31 @@ def predict_scene(info: SceneInfo, bundle: str | os.PathLike, classes: ClassList
                 if p is not None:
                     p.unlink(missing_ok=True)
         raise
+    for w in crf_probs:
+        w.discard()
     if store is not None:
         store.remove()
     return replace(out, chunks=n_blocks, chunks_resumed=len(done))
+
+
+def _refine(info: SceneInfo, job: SceneJob, crf, probs: ChunkWriter, classes: ChunkWriter, options,
+            runner: Runner) -> None:
+    """The class raster as the dense-CRF refinement of the probabilities in ``probs`` (closed here)."""
+    import dask
+    from dask.base import tokenize
+
+    from geoseg.refine.crf import WINDOW, refine_chunk
+
+    probs.close()
+    chunks = [c for row in chunk_grid(info.height, info.width, options.chunk_size, align=WINDOW) for c in row]
+    token = tokenize(info.path, job.bundle, crf.to_dict(), options.chunk_size)
+    graph = [(c, dask.delayed(refine_chunk)(info, str(probs.tmp), job.bands, job.mean, job.std, crf, c.window,
+                                            dask_key_name=f"crf-{token}-{c.i}-{c.j}")) for c in chunks]
+    bar = progress_bar(len(chunks), f"{Path(info.path).name} (CRF)", options.progress)
+    try:
+        run_graph(graph, lambda c, labels: (classes.write(labels, c.window), bar.update(1)), runner)
+    finally:
+        bar.close()
 
 
 def _scene_store(checkpoint: Path, job: SceneJob, options) -> ChunkStore:
