@@ -158,10 +158,6 @@ def predict(bundle: str | os.PathLike, inputs: list[str] | str, out_dir: str | o
         from geoseg.refine.crf import CRFSettings
 
         crf = CRFSettings.parse(options.crf, meta.extra.get("crf"))
-        try:
-            import pydensecrf.densecrf  # noqa: F401
-        except ImportError:
-            raise GeosegError("--refine crf needs the pydensecrf2 package: pip install pydensecrf2") from None
     scenes = resolve_inputs(inputs, options.allow_no_crs)
     if any(Path(s).parent.resolve() == Path(out_dir).resolve() for s in scenes):
         log.warning("%s: the output folder is also an input folder; geoseg's own outputs there "

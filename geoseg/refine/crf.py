@@ -92,11 +92,10 @@ def refine_probabilities(probs: np.ndarray, image: np.ndarray, settings: CRFSett
     ``probs``: ``(K, h, w)`` class probabilities (any positive scale; normalised here).
     ``image``: ``(B, h, w)`` float32 band features in bilateral colour units.
     """
-    try:
-        import pydensecrf.densecrf as dcrf
-        from pydensecrf.utils import create_pairwise_bilateral, create_pairwise_gaussian
-    except ImportError:
-        raise GeosegError("--refine crf needs the pydensecrf2 package: pip install pydensecrf2") from None
+    # imported here, not at module level: only --refine crf loads the compiled lattice (a dependency)
+    import pydensecrf.densecrf as dcrf
+    from pydensecrf.utils import create_pairwise_bilateral, create_pairwise_gaussian
+
     k, h, w = probs.shape
     p = np.maximum(probs.astype(np.float32), 1e-6)
     p /= p.sum(axis=0, keepdims=True)
