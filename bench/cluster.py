@@ -1,6 +1,6 @@
 """``geoseg cluster --method kmeans`` against ``geoseg predict`` with the null model, on one large scene.
 
-    python bench/cluster.py [--size 16384] [--bands 4] [--k 6] [--repeats 3]
+    python bench/cluster.py [--size 16384] [--bands 4] [--k 6] [--repeats 3] [--slic 40px]
 
 The scene is ``scenes.write_scene`` (smooth land-cover fields, bright roofs, noise, a nodata corner),
 uint8, DEFLATE, 512 px tiles, in a UTM CRS. Side by side, interleaved, ``--repeats`` times, each a
@@ -39,6 +39,7 @@ def main() -> None:
     ap.add_argument("--bands", type=int, default=4)
     ap.add_argument("--k", type=int, default=6)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--slic", default=None, help="also time --method slic with this --segment-size (40px)")
     ap.add_argument("--prepare", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
@@ -56,19 +57,27 @@ def main() -> None:
                    check=True)
     common = ["--no-progress", "--overwrite"]
     runs: dict[str, list] = {"predict (null model)": [], f"cluster --k {a.k}": []}
+    slic = f"cluster --method slic --segment-size {a.slic}"
+    if a.slic:
+        runs[slic] = []
     for _ in range(a.repeats):
         runs["predict (null model)"].append(run(["predict", str(null), str(scene), "-o", str(OUT / "pred"),
                                                  "--engine", "torch", "--precision", "fp32", *common]))
         runs[f"cluster --k {a.k}"].append(run(["cluster", str(scene), "-o", str(OUT / "clusters"), "--k",
                                                str(a.k), *common]))
+        if a.slic:
+            runs[slic].append(run(["cluster", str(scene), "-o", str(OUT / "clusters"), "--method", "slic",
+                                   "--segment-size", a.slic, *common]))
     print(f"cpu: {cpu_model()}")
     print(f"scene {a.size}² x {a.bands} bands uint8, {a.repeats} interleaved repeats")
     med = {k: statistics.median(s for s, _ in v) for k, v in runs.items()}
     for k, v in runs.items():
-        print(f"{k:24s} median {med[k]:7.2f} s  runs " + ", ".join(f"{s:.2f}" for s, _ in v)
+        print(f"{k:44s} median {med[k]:7.2f} s  runs " + ", ".join(f"{s:.2f}" for s, _ in v)
               + f"  peak RSS median {statistics.median(m for _, m in v):.0f} MB")
     base, ours = med["predict (null model)"], med[f"cluster --k {a.k}"]
     print(f"cluster / predict: {ours / base:.2f}x")
+    if a.slic:
+        print(f"slic / predict: {med[slic] / base:.2f}x; slic {med[slic] / (a.size * a.size / 1e6):.3f} s per megapixel")
     shutil.rmtree(OUT / "pred", ignore_errors=True)
     shutil.rmtree(OUT / "clusters", ignore_errors=True)
 

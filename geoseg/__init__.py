@@ -84,7 +84,8 @@ def train(config: str | os.PathLike | TrainConfig, output: str | os.PathLike, *,
 
 def cluster(inputs: list[str] | str, out_dir: str | os.PathLike, options: ClusterOptions | None = None,
             client: object | None = None) -> list:
-    """Unsupervised class rasters (k-means on the bands) for every scene of ``inputs`` (``geoseg cluster``).
+    """Unsupervised class rasters (k-means on the bands) or SLIC superpixel polygons
+    (``ClusterOptions(method="slic")``) for every scene of ``inputs`` (``geoseg cluster``).
 
     Returns one :class:`geoseg.clustering.ClusterOutputs` per scene. See :func:`geoseg.clustering.cluster`.
     """

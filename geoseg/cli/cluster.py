@@ -20,9 +20,15 @@ from geoseg.cli.options import ints as _ints
 @click.command()
 @click.argument("inputs", nargs=-1, required=True)
 @output_dir_opt
-@click.option("--method", type=click.Choice(["kmeans"]), default="kmeans", show_default=True,
-              help="kmeans: k-means on the bands' values (standardised), fitted on a sample of valid pixels.")
-@click.option("--k", "k", type=int, default=6, show_default=True, help="Number of clusters.")
+@click.option("--method", type=click.Choice(["kmeans", "slic"]), default="kmeans", show_default=True,
+              help="kmeans: k-means on the bands' values (standardised), fitted on a sample of valid pixels; "
+                   "slic: SLIC superpixels (k-means in colour and position) as polygons.")
+@click.option("--k", "k", type=int, default=6, show_default=True, help="kmeans: number of clusters.")
+@click.option("--segment-size", default="40px", show_default=True,
+              help="slic: the seed spacing, in ground metres (20m) or pixels (40px).")
+@click.option("--compactness", type=float, default=10.0, show_default=True,
+              help="slic: weight of position against colour (as in scikit-image; higher: squarer segments).")
+@click.option("--iterations", type=int, default=10, show_default=True, help="slic: assignment and update rounds.")
 @click.option("--bands", default=None, help="Bands to cluster on, comma-separated (default: all).")
 @click.option("--sample-size", type=int, default=200_000, show_default=True,
               help="Valid pixels drawn per scene (a fixed grid and seed: the same for any chunk size) for the fit.")
@@ -40,8 +46,10 @@ from geoseg.cli.options import ints as _ints
 def cluster(inputs, output, bands, **opts) -> None:
     """Cluster INPUTS (files, folders or globs) without labels.
 
-    Writes OUTPUT/NAME.clusters.tif (cluster ids 0..k-1 numbered darkest first, 255 = nodata; a COG
+    kmeans writes OUTPUT/NAME.clusters.tif (cluster ids 0..k-1 numbered darkest first, 255 = nodata; a COG
     with a colour map of the centres' colours) and OUTPUT/NAME.clusters.json (the fitted model) per scene.
+    slic writes OUTPUT/NAME.segments.gpkg (one polygon per superpixel with its mean band values) and
+    OUTPUT/NAME.segments.tif (the segment ids, 0 = nodata).
     """
     from geoseg.clustering import ClusterOptions
     from geoseg.clustering import cluster as run
