@@ -259,7 +259,8 @@ def test_slic_follows_building_edges_as_scikit_image_does():
     from scipy import ndimage
     from skimage.segmentation import find_boundaries, slic
 
-    from geoseg.clustering.slic import Layout, SlicSettings, Standardisation, label_window
+    from geoseg.clustering.kmeans import Standardisation
+    from geoseg.clustering.slic import Layout, SlicSettings, label_window
 
     path = "geoseg/data/rio/rio_heldout.tif"
     info = inspect_scene(path)

@@ -39,6 +39,21 @@ MAX_CLUSTERS = 254  # ids 0..253; 255 is nodata
 
 
 @dataclass(frozen=True)
+class Standardisation:
+    """Per-band mean and standard deviation of a sample (a constant band divides by 1, not 0)."""
+
+    mean: np.ndarray  # (bands,)
+    scale: np.ndarray  # (bands,)
+
+    @classmethod
+    def of(cls, sample: np.ndarray) -> Standardisation:
+        if not len(sample):
+            return cls(np.zeros(sample.shape[1]), np.ones(sample.shape[1]))
+        scale = sample.std(axis=0)
+        return cls(sample.mean(axis=0), np.where(scale > 0, scale, 1.0))
+
+
+@dataclass(frozen=True)
 class KMeansModel:
     """Fitted centres (ordered by brightness) and the standardisation they live in."""
 
@@ -153,9 +168,8 @@ def fit_kmeans(sample: np.ndarray, k: int, bands: tuple[int, ...], seed: int, so
     if distinct < k:
         raise GeosegError(f"has {distinct} distinct valid pixel value{'s' if distinct != 1 else ''} in the "
                           f"k-means sample; {k} clusters need at least {k}", source)
-    mean = sample.mean(axis=0)
-    scale = sample.std(axis=0)
-    scale = np.where(scale > 0, scale, 1.0)  # a constant band adds nothing but must not divide by zero
+    std = Standardisation.of(sample)
+    mean, scale = std.mean, std.scale
     z = (sample - mean) / scale
     km = KMeans(n_clusters=k, n_init=4, random_state=seed).fit(z)
     centres = km.cluster_centers_ * scale + mean

@@ -115,7 +115,7 @@ def cluster(inputs: list[str] | str, out_dir: str | os.PathLike, options: Cluste
         if options.method == "slic":
             outs = [ClusterOutputs(i.path, segments=out / f"{output_stem(i.path)}.segments.gpkg",
                                    segment_ids=out / f"{output_stem(i.path)}.segments.tif") for i in infos]
-            steps = [_slic_settings(i, options) for i in infos]  # every scene's size checked before any runs
+            steps = {i.path: _slic_settings(i, options) for i in infos}  # every scene checked before any runs
         else:
             outs = [ClusterOutputs(i.path, out / f"{output_stem(i.path)}.clusters.tif",
                                    out / f"{output_stem(i.path)}.clusters.json") for i in infos]
@@ -134,7 +134,7 @@ def cluster(inputs: list[str] | str, out_dir: str | os.PathLike, options: Cluste
                 continue
             scene_bands = bands or tuple(range(1, info.count + 1))
             if options.method == "slic":
-                _segment(info, scene_bands, steps[infos.index(info)], o, options, runner)
+                _segment(info, scene_bands, steps[info.path], o, options, runner)
                 done.append(o)
                 continue
             model = given
@@ -206,7 +206,8 @@ def _segment(info: SceneInfo, bands: tuple[int, ...], settings, o: ClusterOutput
     import dask
     from dask.base import tokenize
 
-    from geoseg.clustering.slic import Layout, Standardisation, label_window
+    from geoseg.clustering.kmeans import Standardisation
+    from geoseg.clustering.slic import Layout, label_window
     from geoseg.io.output import respect_umask, tmp_name, vector_write_errors, write_error
     from geoseg.io.raster import pixel_placement
     from geoseg.io.styles import write_layer_styles
@@ -311,9 +312,7 @@ def _trace_segments(info, layout, bands, o, tmp: Path, windows, token, bar, runn
     if state["written"] == 0:  # a scene without valid pixels: an empty layer
         from geoseg.clustering.slic import WindowSegments
 
-        empty = WindowSegments(np.zeros(0, np.int64), np.zeros(0, object), np.zeros(0, np.int64),
-                               np.zeros((0, len(bands))))
-        write(frame(empty), True)
+        write(frame(WindowSegments.empty(len(bands))), True)
 
 
 def _segments_qml() -> str:

@@ -46,6 +46,7 @@ from dataclasses import dataclass
 import numpy as np
 from rasterio.windows import Window
 
+from geoseg.clustering.kmeans import Standardisation
 from geoseg.errors import GeosegError
 from geoseg.io.raster import SceneInfo, ground_sample_distance, read_window
 
@@ -88,19 +89,6 @@ def segment_step(size: str | float | int, info: SceneInfo) -> int:
         raise GeosegError(f"has no CRS, so --segment-size {size} in metres has no size in pixels; give it "
                           "in pixels (40px)", info.path)
     return max(1, round(value / gsd))
-
-
-@dataclass(frozen=True)
-class Standardisation:
-    mean: np.ndarray  # (bands,)
-    scale: np.ndarray  # (bands,)
-
-    @classmethod
-    def of(cls, sample: np.ndarray) -> Standardisation:
-        if not len(sample):
-            return cls(np.zeros(sample.shape[1]), np.ones(sample.shape[1]))
-        scale = sample.std(axis=0)
-        return cls(sample.mean(axis=0), np.where(scale > 0, scale, 1.0))
 
 
 @dataclass(frozen=True)
@@ -170,6 +158,8 @@ def slic_cells(z: np.ndarray, valid: np.ndarray, step: int, compactness: float, 
     cz = (zc * vf).sum(axis=(2, 4)) / safe  # (nb, nr, nc)
     weight = np.float32((compactness / s) ** 2)
     offsets = [(dr, dc) for dr in (-1, 0, 1) for dc in (-1, 0, 1)]
+    dr_of = np.array([o[0] for o in offsets], dtype=np.int64)
+    dc_of = np.array([o[1] for o in offsets], dtype=np.int64)
     cell_r = np.arange(nr).reshape(nr, 1, 1, 1)
     cell_c = np.arange(nc).reshape(1, 1, nc, 1)
     label = None
@@ -194,8 +184,6 @@ def slic_cells(z: np.ndarray, valid: np.ndarray, step: int, compactness: float, 
             np.less(d, best, out=closer)  # ties keep the earlier offset: the same answer in every window
             np.copyto(best, d, where=closer)
             np.copyto(choice, np.int8(k), where=closer)
-        dr_of = np.array([o[0] for o in offsets], dtype=np.int64)
-        dc_of = np.array([o[1] for o in offsets], dtype=np.int64)
         lr = cell_r + dr_of[choice]
         lc = cell_c + dc_of[choice]
         label = np.where(vc, lr * nc + lc, -1)
@@ -246,7 +234,6 @@ def enforce_connectivity(cells: np.ndarray, min_size: int = 0) -> np.ndarray:
     keeper[order[first]] = True
     keeper &= size >= min_size
     keeper[0] = False
-    target = np.arange(n)
     if keeper[1:].all():
         return cells
     # border pairs between parts, both directions, counted once per shared pixel edge
@@ -270,7 +257,6 @@ def enforce_connectivity(cells: np.ndarray, min_size: int = 0) -> np.ndarray:
         head[1:] = sa[1:] != sa[:-1]
         frag, into = sa[head], sb[head]
         final_code[frag] = final_code[into]
-        target[frag] = target[into]
         keeper[frag] = True
     out = final_code[comp] - 1
     out[comp == 0] = -1
@@ -312,6 +298,10 @@ class WindowSegments:
     pixels: np.ndarray  # int64
     means: np.ndarray  # (n, bands) float64, in the scene's units
 
+    @classmethod
+    def empty(cls, bands: int) -> WindowSegments:
+        return cls(np.zeros(0, np.int64), np.zeros(0, object), np.zeros(0, np.int64), np.zeros((0, bands)))
+
 
 def trace_window(info: SceneInfo, layout: Layout, bands: tuple[int, ...], labels_path: str,
                  row: int, col: int, core: Window) -> WindowSegments:
@@ -334,8 +324,7 @@ def trace_window(info: SceneInfo, layout: Layout, bands: tuple[int, ...], labels
         orow, ocol = layout.owner(present)
         mine = present[(orow == row) & (ocol == col)]
         if not len(mine):
-            return WindowSegments(np.zeros(0, np.int64), np.zeros(0, object), np.zeros(0, np.int64),
-                                  np.zeros((0, len(bands))))
+            return WindowSegments.empty(len(bands))
         code = np.searchsorted(mine, ids)
         code = np.where(mine[np.minimum(code, len(mine) - 1)] == ids, code + 1, 0)
         touches = ((y0 > 0 and code[0].any()) or (y1 < info.height and code[-1].any())
