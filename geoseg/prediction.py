@@ -19,7 +19,7 @@ from pathlib import Path
 from geoseg.errors import GeosegError
 from geoseg.inference.blending import check_blend
 from geoseg.inference.fit import check_fit
-from geoseg.inference.predictor import get_predictor, resolve_device
+from geoseg.inference.predictor import device_type, get_predictor
 from geoseg.inference.scheduler import open_runner
 from geoseg.inference.semantic import predict_scene
 from geoseg.io.inputs import output_stem, resolve_inputs
@@ -179,21 +179,20 @@ def predict(bundle: str | os.PathLike, inputs: list[str] | str, out_dir: str | o
                         "; ".join(problems))
 
     done = []
-    import torch
+    from geoseg.engines import resolve as resolve_engine
 
-    threads = torch.get_num_threads()  # local workers set their share; the caller's setting comes back
+    choice = resolve_engine(options.engine, "fp32" if instance and options.precision == "auto"
+                            else options.precision, meta, device_type(options.device), bundle)
+    log.info("engine %s, precision %s", choice.engine, choice.precision)
     with output_dir(out_dir) as out_dir, open_runner(options.scheduler, options.workers, client, resources) as runner, \
-            _restore_torch_threads(threads), gdal_cache(INSTANCE_GDAL_CACHE_MB if instance else GDAL_CACHE_MB):
+            _restore_torch_threads(choice.engine == "torch" or instance), \
+            gdal_cache(INSTANCE_GDAL_CACHE_MB if instance else GDAL_CACHE_MB):
         # Load the weights here first: a broken bundle fails before any scene is touched, and
         # local schedulers then reuse this process's predictor.
-        from geoseg.engines import resolve as resolve_engine
-
-        choice = resolve_engine(options.engine, "fp32" if instance and options.precision == "auto"
-                                else options.precision, meta, resolve_device(options.device).type)
-        log.info("engine %s, precision %s", choice.engine, choice.precision)
         if runner.distributed:
-            load_bundle(bundle)
-            if choice.engine != "torch":  # convert here once, before the workers each need it
+            if choice.engine == "torch" or instance:
+                load_bundle(bundle)
+            else:  # convert here once, before the workers each need it
                 get_predictor(bundle, options.device, choice.engine, choice.precision, tile, 1,
                               runner.torch_threads)
         elif instance:
@@ -248,9 +247,14 @@ def _instance_writer(out: SceneOutputs, info, classes, chunk_size: int, regulari
 
 
 @contextlib.contextmanager
-def _restore_torch_threads(n: int):
+def _restore_torch_threads(uses_torch: bool):
+    """Local workers set torch's threads to their share of the cores; the caller's setting comes back after."""
+    if not uses_torch:  # the engines take their threads as settings: torch stays unimported
+        yield
+        return
     import torch
 
+    n = torch.get_num_threads()
     try:
         yield
     finally:

@@ -164,7 +164,7 @@ def test_model_compile_writes_beside_the_bundle(tmp_path):
 
 
 def test_missing_engine_is_one_line_and_auto_falls_back(tmp_path, caplog):
-    """Run in a subprocess where the engine packages cannot be imported."""
+    """Run in a subprocess where the engine packages cannot be imported (a platform without their wheels)."""
     bundle = init_bundle("conv1x1", tmp_path / "b", encoder="none", bands=(1, 2, 3), tile_size=128, overlap=32)
     scene = write_scene(tmp_path / "s.tif", structured_scene(200, 200))
     code = f"""
@@ -187,7 +187,11 @@ main()
                                            "pip install geoseg[openvino]"], r.stderr
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    assert "engine auto: neither openvino nor onnxruntime is installed" in r.stderr
+    assert r.stderr == "1 scene predicted\n"  # torch, silently: the same lines as with an engine
+    r = subprocess.run([sys.executable, "-c", code.replace("'predict'", "'-v', 'predict'")], capture_output=True,
+                       text=True)
+    assert r.returncode == 0 and "engine auto: neither openvino nor onnxruntime is installed here; running torch" \
+        in r.stderr and "engine torch, precision fp32" in r.stderr, r.stderr
 
 
 def test_resolve_rules(bundles):

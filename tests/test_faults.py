@@ -228,6 +228,23 @@ def test_predict_onto_a_full_disk_fails_with_one_line_and_leaves_nothing(linear_
     assert ok.exit_code == 0 and "1 scene predicted" in ok.stderr
 
 
+def test_a_full_disk_prints_geosegs_one_line_and_nothing_from_gdal_or_libtiff(linear_bundle, tmp_path, small_disk):
+    """In a real process (libtiff and GDAL print to the C-level stderr from Dask's threads): one line only."""
+    import subprocess
+    import sys
+
+    scene = noise_scene(tmp_path / "noise.tif")
+    cmd = [sys.executable, "-m", "geoseg", "predict", str(linear_bundle), str(scene), "-o", str(small_disk / "out"),
+           "--no-progress"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1
+    assert r.stderr.splitlines() == [f"geoseg: error: {small_disk / 'out' / 'noise.classes.tif'}: cannot write output: "
+                                     "no space left on the device (0 bytes free)"], r.stderr
+    # with --debug the libraries' own lines are there again
+    r = subprocess.run(cmd[:3] + ["--debug"] + cmd[3:], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1 and "No space left on device" in r.stderr
+
+
 @pytest.mark.parametrize("command", ["vectorize", "evaluate"])
 def test_vectorize_and_evaluate_onto_a_full_disk_fail_with_one_line(tmp_path, small_disk, command):
     rng = np.random.default_rng(0)

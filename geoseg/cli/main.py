@@ -57,6 +57,11 @@ def cli(ctx: click.Context, debug: bool, verbose: bool) -> None:
         # Libraries that reset the filters inside catch_warnings() (rasterio's writer does) still print nothing.
         warnings.showwarning = _drop_warning
         logging.getLogger("distributed").setLevel(logging.CRITICAL)
+        # GDAL's and libtiff's own lines (a full disk's "_tiffWriteProc: No space left on device.") in every
+        # thread, Dask's included: geoseg's one line names the problem.
+        from geoseg.io import gdal_messages
+
+        gdal_messages.silence()
 
 
 def _drop_warning(*args, **kwargs) -> None:

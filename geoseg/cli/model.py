@@ -75,10 +75,10 @@ def list_models():
 
 
 def _register() -> None:
-    from geoseg.cli.model_engines import check_model, compile_model
+    from geoseg.cli.model_engines import check_model, compile_model, quantize_model
     from geoseg.cli.model_import import import_model
 
-    for command in (import_model, compile_model, check_model):
+    for command in (import_model, compile_model, check_model, quantize_model):
         model.add_command(command)
 
 

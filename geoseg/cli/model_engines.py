@@ -1,4 +1,4 @@
-"""``geoseg model compile`` and ``geoseg model check``: CPU engines for a bundle, measured here."""
+"""``geoseg model compile``, ``check`` and ``quantize``: CPU engines for a bundle, measured here."""
 
 from __future__ import annotations
 
@@ -47,3 +47,36 @@ def check_model(bundle, against, scene, reference, tile_size, include_slow, reco
         change = "–" if r["iou_change"] is None else f"{r['iou_change']:+.4f}"
         click.echo(f"{r['engine']:<12} {r['precision']:<9} {r['seconds']:8.2f}  {r['argmax_agreement']:16.4%}  "
                    f"{r['max_logit_difference']:14.2e}  {change}")
+
+
+@click.command("quantize")
+@click.argument("bundle")
+@click.option("--calibration", "calibration", multiple=True, type=click.Path(),
+              help="Scenes (files, folders, patterns) to calibrate on; a quarter of their tiles are held back "
+                   "for the check. Repeatable.")
+@click.option("--config", "config", type=click.Path(dir_okay=False), default=None,
+              help="A training config instead: calibrate on its training blocks, check on its validation blocks "
+                   "against their labels (IoU and object F1 change).")
+@click.option("--tiles", type=int, default=300, show_default=True, help="Calibration tiles at most.")
+@click.option("--json", "as_json", is_flag=True)
+@debug_option
+def quantize_model(bundle, calibration, config, tiles, as_json):
+    """int8 model of BUNDLE for OpenVINO (NNCF), checked on held-back data and recorded in the bundle."""
+    import json
+
+    from geoseg.errors import GeosegError
+    from geoseg.evaluation.int8 import summary
+
+    if bool(calibration) == bool(config):
+        raise GeosegError("give --calibration SCENES or --config TRAIN.yaml (one of them)")
+    if config:
+        from geoseg.training.config import load_config
+        from geoseg.training.quantization import quantize_on_validation
+
+        res = quantize_on_validation(bundle, load_config(config), tiles)
+    else:
+        from geoseg.evaluation.int8 import quantize
+        from geoseg.io.inputs import resolve_inputs
+
+        res = quantize(bundle, resolve_inputs(list(calibration)), tiles)
+    click.echo(json.dumps(res, indent=2) if as_json else summary(res))

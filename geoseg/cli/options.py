@@ -33,10 +33,12 @@ scheduler_opt = click.option("--scheduler", default="threads", show_default=True
 device_opt = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
                           show_default=True, help="Where the model runs.")
 engine_opt = click.option("--engine", type=click.Choice(["auto", "torch", "openvino", "onnxruntime"]), default="auto",
-                          show_default=True, help="CPU inference engine; auto: the fastest exact (fp32) one installed.")
-precision_opt = click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto",
+                          show_default=True, help="CPU inference engine; auto: OpenVINO where installed (the default "
+                          "install has it), else ONNX Runtime, else torch.")
+precision_opt = click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16", "int8"]), default="auto",
                              show_default=True,
-                             help="auto: fp32, or bf16 for bundles whose bf16 check passed, on CPUs with native bf16.")
+                             help="auto: fp32, or the bundle's int8 model (on CPUs with VNNI or AMX) or bf16 (on CPUs "
+                             "with native bf16) where the bundle's check of it passed. int8: geoseg model quantize.")
 batch_size_opt = click.option("--batch-size", type=int, default=None,
                               help="Tiles per forward pass (default: 8 on CUDA, 1 on the CPU).")
 probabilities_opt = click.option("--probabilities", is_flag=True,

@@ -1,24 +1,31 @@
-"""CPU inference engines behind the predictor: torch, OpenVINO and ONNX Runtime, in fp32, bf16 or fp16.
+"""CPU inference engines behind the predictor: torch, OpenVINO and ONNX Runtime, in fp32, bf16, fp16 or int8.
 
 One registry idiom: ``ENGINES`` and ``PRECISIONS`` by lowercase name, ``auto`` for both. ``auto``
-picks an exact (fp32) engine: OpenVINO, else ONNX Runtime, else torch; bf16 only when asked, or when
-the bundle records a bf16 check within 0.005 IoU of fp32 *and* the CPU computes bf16 natively (AMX
-or AVX-512 BF16, from ``/proc/cpuinfo``). A missing engine package or an architecture an engine
-cannot convert falls back to torch with one log line. On CUDA the torch path (bf16 autocast) stays.
+picks OpenVINO (a dependency), else ONNX Runtime, else torch, and says nothing about it unless ``-v``.
+``--precision auto`` is fp32 unless the bundle records a check of a faster precision and the CPU
+has the units for it (from ``/proc/cpuinfo``): int8 when the bundle has a quantized model, its check
+changed the foreground IoU by at most 0.005 with at least 99% argmax agreement (and object F1 by at most
+-0.01 where measured), and the CPU has
+int8 dot products (AVX-512 VNNI, AVX-VNNI or AMX); else bf16 when its check is within 0.005 and the
+CPU computes bf16 (AMX or AVX-512 BF16). An architecture an engine cannot convert runs torch (with
+one line when that engine was asked for). On CUDA the torch path (bf16 autocast) stays.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 from geoseg.errors import GeosegError
 
 log = logging.getLogger("geoseg")
 ENGINES = ("torch", "openvino", "onnxruntime")
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 PACKAGES = {"openvino": "openvino", "onnxruntime": "onnxruntime"}
-BF16_TOLERANCE = 0.005  # largest IoU change against fp32 for which --precision auto uses bf16
+BF16_TOLERANCE = 0.005  # largest IoU change against fp32 for which --precision auto uses bf16 (or int8)
+INT8_AGREEMENT = 0.99  # and the least argmax agreement with fp32 for int8
+INT8_F1_DROP = 0.01  # and the largest fall of object F1, where the check measured one
 _said: set[str] = set()
 
 
@@ -45,17 +52,17 @@ def installed(engine: str) -> bool:
 
 def convertible(architecture: str, engine: str) -> bool:
     """Architectures an engine takes (the others run on torch)."""
-    from geoseg.models.maskrcnn import is_instance_architecture
+    from geoseg.models.names import is_instance_architecture
 
     if engine == "torch":
         return True
     return not is_instance_architecture(architecture)  # Mask R-CNN's detection heads are torch-only here
 
 
-def _once(key: str, message: str, *args) -> None:
+def _once(key: str, message: str, *args, level: int = logging.WARNING) -> None:
     if key not in _said:
         _said.add(key)
-        log.warning(message, *args)
+        log.log(level, message, *args)
 
 
 def bf16_validated(meta) -> bool:
@@ -63,9 +70,33 @@ def bf16_validated(meta) -> bool:
     return bool(check) and check.get("iou_change") is not None and abs(check["iou_change"]) <= BF16_TOLERANCE
 
 
-def resolve(engine: str, precision: str, meta, device_type: str = "cpu") -> Choice:
-    """The engine and precision a run uses, with one line for every fallback."""
-    from geoseg.engines.cpu import native_bf16
+def int8_validated(meta) -> bool:
+    """The int8 check passed: its IoU change (measured against labels, else its bound from the agreement with
+    fp32; see :mod:`geoseg.engines.quantize`) at most 0.005 and at least 99% argmax agreement."""
+    check = (meta.extra or {}).get("precision_check", {}).get("int8")
+    if not check:
+        return False
+    change = check.get("iou_change")
+    change = check.get("iou_change_bound") if change is None else change
+    f1 = check.get("object_f1_change")
+    return (change is not None and abs(change) <= BF16_TOLERANCE and (check.get("argmax_agreement") or 0) >= INT8_AGREEMENT
+            and (f1 is None or f1 >= -INT8_F1_DROP))
+
+
+def has_int8_model(bundle, meta, tile: int | None = None) -> bool:
+    from geoseg.engines import cache
+
+    if bundle is None or not (Path(bundle) / "model.safetensors").is_file():
+        return False
+    return cache.find(Path(bundle), "openvino", tile or meta.tile_size, meta.in_channels, "int8").exists()
+
+
+def resolve(engine: str, precision: str, meta, device_type: str = "cpu", bundle=None) -> Choice:
+    """The engine and precision a run uses, with one line for every fallback asked for by name.
+
+    ``bundle``: the bundle's folder, where ``auto`` looks for its int8 model.
+    """
+    from geoseg.engines.cpu import native_bf16, native_int8
 
     check_engine(engine, precision)
     if device_type == "cuda":
@@ -76,8 +107,8 @@ def resolve(engine: str, precision: str, meta, device_type: str = "cpu") -> Choi
         candidates = [e for e in ("openvino", "onnxruntime") if installed(e) and convertible(meta.architecture, e)]
         if not candidates:
             if not any(installed(e) for e in ("openvino", "onnxruntime")):
-                _once("auto-none", "engine auto: neither openvino nor onnxruntime is installed "
-                      "(pip install geoseg[openvino]); running torch")
+                _once("auto-none", "engine auto: neither openvino nor onnxruntime is installed here; running torch",
+                      level=logging.INFO)
             engine = "torch"
         else:
             engine = candidates[0]
@@ -88,10 +119,20 @@ def resolve(engine: str, precision: str, meta, device_type: str = "cpu") -> Choi
               meta.architecture)
         engine = "torch"
     if precision == "auto":
-        precision = "bf16" if engine == "openvino" and native_bf16() and bf16_validated(meta) else "fp32"
-        if precision == "bf16":
-            _once("auto-bf16", "precision auto: bf16 (the bundle's bf16 check is within %.3f IoU of fp32 and this "
-                  "CPU has native bf16)", BF16_TOLERANCE)
+        precision = "fp32"
+        if engine == "openvino" and native_int8() and int8_validated(meta) and has_int8_model(bundle, meta):
+            precision = "int8"
+            log.info("precision auto: int8 (the bundle's int8 check is within %.3f IoU of fp32 and this CPU has "
+                     "int8 units)", BF16_TOLERANCE)
+        elif engine == "openvino" and native_bf16() and bf16_validated(meta):
+            precision = "bf16"
+            log.info("precision auto: bf16 (the bundle's bf16 check is within %.3f IoU of fp32 and this CPU has "
+                     "native bf16)", BF16_TOLERANCE)
+    if precision == "int8" and engine != "openvino":
+        raise GeosegError(f"--precision int8 runs on --engine openvino (its quantized model), not {engine}")
+    if precision == "int8" and not native_int8():
+        _once("int8-slow", "int8 on a CPU without int8 units (no avx512_vnni, avx_vnni or amx_int8 flag) gains "
+              "little over fp32")
     if engine == "onnxruntime" and precision != "fp32":
         raise GeosegError(f"--precision {precision}: ONNX Runtime's CPU provider runs fp32 only; use --engine "
                           "openvino for bf16 or fp16")

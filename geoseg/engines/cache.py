@@ -39,16 +39,20 @@ def weights_hash(bundle: Path) -> str:
         return _HASHES[key]
 
 
-def artifact_name(engine: str, tile: int, channels: int) -> str:
-    # OpenVINO's conversion takes one tile at a time (a static shape; see runtime.OpenVINORunner), ONNX any batch
+def artifact_name(engine: str, tile: int, channels: int, precision: str = "fp32") -> str:
+    # OpenVINO's conversion takes one tile at a time (a static shape; see runtime.OpenVINORunner), ONNX any batch.
+    # bf16 and fp16 are compile-time hints over the fp32 conversion; int8 is its own, quantized model, calibrated
+    # once for any tile size (reshaped when compiled).
+    if engine == "openvino" and precision == "int8":
+        return f"openvino-int8-{channels}band.xml"
     if engine == "openvino":
         return f"openvino-1x{tile}x{tile}x{channels}.xml"
     return f"{engine}-{tile}x{tile}x{channels}.onnx"
 
 
-def find(bundle: Path, engine: str, tile: int, channels: int) -> Path:
+def find(bundle: Path, engine: str, tile: int, channels: int, precision: str = "fp32") -> Path:
     """Where the conversion is (or goes): beside the bundle if compiled there, else the user cache."""
-    name = artifact_name(engine, tile, channels)
+    name = artifact_name(engine, tile, channels, precision)
     beside = Path(bundle) / "engines" / weights_hash(bundle)[:16] / name
     if beside.exists():
         return beside

@@ -3,6 +3,8 @@
 Both engines get the model wrapped so that it takes and returns channels-last (NHWC) arrays, the
 layout of geoseg's tiles and votes, with a dynamic batch dimension: a tile goes in and its logits
 come out without a copy on geoseg's side.
+
+torch is imported only to convert; running a converted (or quantized) model needs none.
 """
 
 from __future__ import annotations
@@ -13,17 +15,20 @@ import os
 import threading
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from torch import nn
 
 from geoseg.engines import cache
 from geoseg.errors import GeosegError
 
 log = logging.getLogger("geoseg")
 _CONVERT_LOCK = threading.Lock()
-OV_PRECISION = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
+# the CPU plugin's inference precision; an int8 model's quantized layers run in int8, the rest in fp32
+OV_PRECISION = {"fp32": "f32", "bf16": "bf16", "fp16": "f16", "int8": "f32"}
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 def _openvino():
@@ -62,15 +67,19 @@ def _no_telemetry() -> None:
             module.tm = stub
 
 
-class NHWC(nn.Module):
-    """A segmentation model taking ``(N, H, W, C)`` and returning ``(N, H, W, K)`` logits."""
+def nhwc(model: nn.Module) -> nn.Module:
+    """``model`` taking ``(N, H, W, C)`` and returning ``(N, H, W, K)`` logits."""
+    from torch import nn
 
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
+    class NHWC(nn.Module):
+        def __init__(self, model: nn.Module) -> None:
+            super().__init__()
+            self.model = model
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        def forward(self, x):
+            return self.model(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+
+    return NHWC(model)
 
 
 @contextlib.contextmanager
@@ -87,19 +96,28 @@ def _quiet():
             _logging.getLogger("torch.onnx").setLevel(old)
 
 
-def convert(bundle: Path, model: nn.Module, engine: str, tile: int, channels: int, target: Path | None = None) -> Path:
-    """The engine's model file for this bundle and tile shape, converted once (then read from the cache)."""
+def convert(bundle: Path, model: nn.Module, engine: str, tile: int, channels: int, precision: str = "fp32",
+            target: Path | None = None) -> Path:
+    """The engine's model file for this bundle and tile shape, converted once (then read from the cache).
+
+    An int8 model is not converted here: ``geoseg model quantize`` (or ``geoseg train``) calibrates it.
+    """
     from geoseg.io.output import tmp_name
 
-    path = target or cache.find(bundle, engine, tile, channels)
+    path = target or cache.find(bundle, engine, tile, channels, precision)
     if path.exists():
         return path
+    if precision == "int8":
+        raise GeosegError("has no int8 model: quantize it first (geoseg model quantize BUNDLE --calibration "
+                          "SCENES) or use --precision fp32", bundle)
+    import torch
+
     with _CONVERT_LOCK:
         if path.exists():
             return path
         path.parent.mkdir(parents=True, exist_ok=True)
         log.info("%s: converting for %s (once; cached in %s)", bundle, engine, path.parent)
-        wrapped = NHWC(model.float().eval())
+        wrapped = nhwc(model.float().eval())
         example = torch.zeros(1, tile, tile, channels)
         tmp = tmp_name(path, "convert" + path.suffix)
         try:
@@ -134,9 +152,13 @@ class OpenVINORunner:
     own request; requests are made, and run their first inference, one at a time.
     """
 
-    def __init__(self, xml: Path, precision: str, streams: int, threads: int) -> None:
+    def __init__(self, xml: Path, precision: str, streams: int, threads: int, tile: int | None = None) -> None:
         core = _openvino().Core()
-        self.compiled = core.compile_model(str(xml), "CPU", {
+        model = core.read_model(str(xml))
+        shape = list(model.input(0).get_partial_shape())
+        if tile and (shape[1] != tile or shape[2] != tile):  # an int8 model, calibrated at another tile size
+            model.reshape([1, tile, tile, shape[3]])
+        self.compiled = core.compile_model(model, "CPU", {
             "INFERENCE_PRECISION_HINT": OV_PRECISION[precision], "NUM_STREAMS": str(max(1, streams)),
             "INFERENCE_NUM_THREADS": max(1, streams) * max(1, threads), "ENABLE_CPU_PINNING": False})
         self._local = threading.local()
@@ -162,29 +184,34 @@ class OpenVINORunner:
 
 
 class ONNXRuntimeRunner:
-    """One ONNX Runtime session per calling thread, ``threads`` cores each (sessions do not share pools)."""
+    """One ONNX Runtime session for all calling threads (``run`` is thread-safe), ``threads`` cores in all.
+
+    One session holds the weights and the optimised graph once, where a session per thread held them per
+    thread; concurrent calls share its intra-op pool.
+    """
 
     def __init__(self, path: Path, threads: int) -> None:
         self.path, self.threads = str(path), max(1, threads)
-        self._local = threading.local()
+        self._session = None
+        self._lock = threading.Lock()
 
-    def _session(self):
-        s = getattr(self._local, "session", None)
-        if s is None:
-            try:
-                import onnxruntime as ort
-            except ImportError:
-                raise GeosegError("--engine onnxruntime needs the onnxruntime package: pip install "
-                                  "geoseg[onnxruntime]") from None
-            opts = ort.SessionOptions()
-            opts.intra_op_num_threads = self.threads
-            opts.inter_op_num_threads = 1
-            opts.log_severity_level = 3
-            s = self._local.session = ort.InferenceSession(self.path, opts, providers=["CPUExecutionProvider"])
-        return s
+    def session(self):
+        with self._lock:
+            if self._session is None:
+                try:
+                    import onnxruntime as ort
+                except ImportError:
+                    raise GeosegError("--engine onnxruntime needs the onnxruntime package: pip install "
+                                      "geoseg[onnxruntime]") from None
+                opts = ort.SessionOptions()
+                opts.intra_op_num_threads = self.threads
+                opts.inter_op_num_threads = 1
+                opts.log_severity_level = 3
+                self._session = ort.InferenceSession(self.path, opts, providers=["CPUExecutionProvider"])
+            return self._session
 
     def __call__(self, tiles: np.ndarray) -> np.ndarray:
-        return self._session().run(None, {"tiles": tiles})[0]
+        return self.session().run(None, {"tiles": tiles})[0]
 
 
 def compile_bundle(bundle, engine: str, tile_size: int | None = None) -> Path:

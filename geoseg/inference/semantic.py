@@ -30,7 +30,7 @@ from geoseg.classes import NODATA, ClassList
 from geoseg.inference.blending import check_blend, scaled_tile_weights
 from geoseg.inference.objects import DecodeSettings, tile_objects
 from geoseg.inference.pieces import merge_pieces, pack_pieces, unpack_pieces
-from geoseg.inference.predictor import default_batch_size, get_predictor, resolve_device
+from geoseg.inference.predictor import default_batch_size, device_type, get_predictor
 from geoseg.inference.scheduler import Runner, progress_bar, run_graph
 from geoseg.inference.tiling import Block, TileGrid, chunk_grid, pad_tile
 from geoseg.io.checkpoint import ChunkStore, store_key
@@ -171,7 +171,7 @@ def infer_block(job: SceneJob, block: Block) -> BlockVotes:
     if todo:
         predictor = get_predictor(job.bundle, job.device, job.engine, job.precision, size, job.streams,
                                   job.torch_threads)
-        if job.torch_threads:
+        if job.torch_threads and job.engine == "torch":
             import torch
 
             if torch.get_num_threads() != job.torch_threads:
@@ -436,7 +436,7 @@ def _scene_store(checkpoint: Path, job: SceneJob, options) -> ChunkStore:
         scene=os.path.realpath(job.scene.path), size=st.st_size, mtime=st.st_mtime_ns, bands=job.bands,
         mean=job.mean, std=job.std, weights=weights_hash(Path(job.bundle)), tile=g.tile_size, overlap=g.overlap,
         chunk=options.chunk_size, blend=job.blend, probabilities=job.probabilities, engine=job.engine,
-        precision=job.precision, device=resolve_device(job.device).type, objects=job.objects,
+        precision=job.precision, device=device_type(job.device), objects=job.objects,
         decode=job.decode.to_dict() if job.decode else None,
     ))
     return ChunkStore(Path(checkpoint) / f"{output_stem(job.scene.path)}-{key}")

@@ -18,15 +18,16 @@ import os
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from geoseg.classes import ClassList
 from geoseg.errors import GeosegError
 from geoseg.io.output import clean_stale, respect_umask, tmp_folder
-from geoseg.models import create_model, output_stride
 from geoseg.version import __version__
+
+if TYPE_CHECKING:  # torch only where a model is built or saved: reading a bundle's metadata needs none
+    import torch
+    from torch import nn
 
 META_NAME = "geoseg.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -241,7 +242,7 @@ class Bundle:
 
 
 def is_instance_bundle(meta: BundleMeta) -> bool:
-    from geoseg.models.maskrcnn import is_instance_architecture
+    from geoseg.models.names import is_instance_architecture
 
     return is_instance_architecture(meta.architecture)
 
@@ -252,6 +253,8 @@ def build_model(meta: BundleMeta) -> nn.Module:
 
         return create_instance_model(meta.architecture, meta.encoder, meta.in_channels, meta.num_classes,
                                      meta.mean, meta.std, meta.tile_size, meta.arch_params)
+    from geoseg.models.registry import create_model, output_stride
+
     model = create_model(meta.architecture, meta.encoder, meta.in_channels, meta.out_channels, meta.arch_params)
     stride = output_stride(model)
     if meta.tile_size % stride:
@@ -409,6 +412,8 @@ def init_bundle(architecture: str, output: str | os.PathLike, *, encoder: str = 
         mean=tuple(mean) if mean else (0.0,) * n, std=tuple(std) if std else (1.0,) * n,
         classes=classes, tile_size=tile_size, overlap=overlap, gsd=gsd,
     )
+    import torch
+
     torch.manual_seed(seed)
     model = build_model(meta)
     return save_bundle(model, meta, output, overwrite=overwrite)

@@ -17,13 +17,9 @@ import torch
 from torch import nn
 
 from geoseg.errors import GeosegError
+from geoseg.models.names import INSTANCE_ARCHITECTURES
 
 BACKBONES = ("resnet50", "resnet50_v2", "mobilenet_v3_large")
-INSTANCE_ARCHITECTURES = ("maskrcnn", "components")
-
-
-def is_instance_architecture(name: str) -> bool:
-    return str(name).lower() in INSTANCE_ARCHITECTURES
 
 
 def _no_resize_transform(mean, std, tile_size: int):

@@ -155,7 +155,7 @@ def train(config: str | Path | TrainConfig, output: str | Path, *, resume: bool 
 
 
 def _train(cfg: TrainConfig, out: Path, resume: bool, progress: bool, stop_after: int | None) -> Path:
-    from geoseg.models.maskrcnn import is_instance_architecture
+    from geoseg.models.names import is_instance_architecture
 
     if is_instance_architecture(cfg.model.architecture):
         from geoseg.training.instances import train_instances
@@ -338,19 +338,17 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, progress: bool, stop_after
 
 
 def _record_precision_check(out: Path, cfg: TrainConfig) -> None:
-    """Score the saved bundle in bf16 against fp32 (OpenVINO) on the validation blocks; ``--precision auto``
-    uses bf16 only when the foreground IoU changes by at most 0.005. Skipped, with the reason recorded, where
-    OpenVINO is missing or the CPU has no native bf16 (emulated bf16 is slower than fp32 there)."""
+    """The checks ``--precision auto`` reads, on the validation blocks: bf16 against fp32 (OpenVINO) where the CPU
+    has native bf16, and the int8 model (calibrated on the training blocks; see geoseg.training.quantization).
+    Skipped, with the reason recorded, where OpenVINO is missing."""
     import subprocess
     import sys
 
     from geoseg.engines import installed
-    from geoseg.engines.cpu import describe, native_bf16
     from geoseg.models.bundle import record_precision_check
 
-    if not installed("openvino") or not native_bf16():
-        reason = "openvino is not installed" if not installed("openvino") else f"no native bf16 on {describe()}"
-        record_precision_check(out, {"bf16": {"skipped": reason}})
+    if not installed("openvino"):
+        record_precision_check(out, {p: {"skipped": "openvino is not installed"} for p in ("bf16", "int8")})
         return
     # In its own process: OpenVINO's thread pools and a training process's DataLoader workers do not mix (a
     # later run with loader workers crashed), and the check's memory is returned when it ends.
@@ -362,14 +360,29 @@ def _record_precision_check(out: Path, cfg: TrainConfig) -> None:
     finally:
         shutil.rmtree(cfg_file.parent, ignore_errors=True)
     if r.returncode:
-        log.warning("bf16 check failed (%s); --precision auto keeps fp32 for this bundle",
+        log.warning("precision checks failed (%s); --precision auto keeps fp32 for this bundle",
                     (r.stderr.strip().splitlines() or ["no output"])[-1])
         return
-    log.warning("%s", r.stdout.strip().splitlines()[-1])
+    for line in r.stdout.strip().splitlines()[-2:]:
+        log.warning("%s", line)
 
 
 def precision_check(out: Path, cfg: TrainConfig) -> str:
-    """The bf16 check itself (see _record_precision_check), run in a child process."""
+    """The checks themselves (see _record_precision_check), run in a child process: one line each."""
+    from geoseg.engines.cpu import describe, native_bf16
+    from geoseg.evaluation.int8 import summary
+    from geoseg.models.bundle import record_precision_check
+    from geoseg.training.quantization import quantize_on_validation
+
+    if native_bf16():
+        lines = [_bf16_check(out, cfg)]
+    else:
+        record_precision_check(out, {"bf16": {"skipped": f"no native bf16 on {describe()}"}})
+        lines = [f"bf16 check skipped: no native bf16 on {describe()}"]
+    return "\n".join(lines + [summary(quantize_on_validation(out, cfg))])
+
+
+def _bf16_check(out: Path, cfg: TrainConfig) -> str:
     from geoseg.engines.cpu import describe
     from geoseg.inference.predictor import Predictor
     from geoseg.io.raster import read_window

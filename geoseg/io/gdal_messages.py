@@ -1,0 +1,68 @@
+"""GDAL's and libtiff's own messages, kept off stderr in every thread unless asked for.
+
+rasterio routes GDAL's messages into Python logging only in threads that entered a ``rasterio.Env``
+(GDAL's handler stack is per thread); in Dask's worker threads GDAL falls back to its default
+handler, which prints ``Warning 1: ...`` to stderr. libtiff's I/O errors (``_tiffWriteProc: No space
+left on device.`` on a full disk) bypass GDAL altogether and go to libtiff's own global handler,
+which prints too. The command line says what went wrong in its own line, so without ``-v`` or
+``--debug`` both go nowhere: GDAL's process-wide handler becomes its ``CPLQuietErrorHandler`` (a C
+function: no Python and no GIL in GDAL's threads) and libtiff's handlers are unset. GDAL still
+records every error, so rasterio raises exactly as before.
+
+There are two GDAL builds in one process (rasterio's and pyogrio's wheels each ship one); both are
+set. The handlers are found through the extension modules that link them (``dlsym`` on a module's
+handle searches the libraries it loaded), so this needs no path to a library file.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib
+import logging
+import threading
+
+log = logging.getLogger("geoseg")
+_MODULES = ("rasterio._env", "pyogrio._err")  # one extension module linking each wheel's GDAL
+_LOCK = threading.Lock()
+_saved: list[tuple] = []  # (library, previous CPL handler, previous TIFF error handler, previous TIFF warning)
+
+
+def _libraries() -> list[ctypes.CDLL]:
+    out = []
+    for name in _MODULES:
+        try:
+            module = importlib.import_module(name)
+            lib = ctypes.CDLL(module.__file__)
+            for symbol in ("CPLSetErrorHandler", "CPLQuietErrorHandler", "TIFFSetErrorHandler",
+                           "TIFFSetWarningHandler"):
+                getattr(lib, symbol)
+        except (ImportError, OSError, AttributeError) as exc:  # a build without them keeps its defaults
+            log.debug("GDAL messages of %s stay as they are: %s", name, exc)
+            continue
+        for symbol in ("CPLSetErrorHandler", "TIFFSetErrorHandler", "TIFFSetWarningHandler"):
+            getattr(lib, symbol).restype = ctypes.c_void_p
+            getattr(lib, symbol).argtypes = [ctypes.c_void_p]
+        out.append(lib)
+    return out
+
+
+def silence() -> int:
+    """Send GDAL's and libtiff's messages nowhere, process-wide; the number of GDAL builds set."""
+    with _LOCK:
+        if _saved:
+            return len(_saved)
+        for lib in _libraries():
+            quiet = ctypes.cast(lib.CPLQuietErrorHandler, ctypes.c_void_p)
+            _saved.append((lib, lib.CPLSetErrorHandler(quiet), lib.TIFFSetErrorHandler(None),
+                           lib.TIFFSetWarningHandler(None)))
+        return len(_saved)
+
+
+def restore() -> None:
+    """GDAL's and libtiff's handlers as they were before :func:`silence`."""
+    with _LOCK:
+        while _saved:
+            lib, cpl, tiff_error, tiff_warning = _saved.pop()
+            lib.CPLSetErrorHandler(cpl)
+            lib.TIFFSetErrorHandler(tiff_error)
+            lib.TIFFSetWarningHandler(tiff_warning)
