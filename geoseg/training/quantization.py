@@ -16,16 +16,9 @@ from pathlib import Path
 import numpy as np
 from rasterio.windows import Window
 
-from geoseg.engines.quantize import (
-    CALIBRATION_TILES,
-    CheckTile,
-    check_int8,
-    fp32_model,
-    int8_target,
-    normalise_tile,
-    quantize_openvino,
-)
+from geoseg.engines.quantize import CALIBRATION_TILES, fp32_model, int8_target, normalise_tile, quantize_openvino
 from geoseg.errors import GeosegError
+from geoseg.evaluation.int8 import CheckTile, check_int8
 from geoseg.io.raster import read_window
 from geoseg.training.config import TrainConfig
 from geoseg.training.data import open_scene, read_labels
