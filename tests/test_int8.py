@@ -199,3 +199,18 @@ def test_onnxruntime_after_model_compile_never_imports_torch(tmp_path):
                         str(tmp_path / "o"), "--no-progress", "--engine", "onnxruntime", "--workers", "2"],
                        capture_output=True, text=True, env={**os.environ, "GEOSEG_CACHE_DIR": str(tmp_path / "c")})
     assert r.returncode == 0 and r.stdout.splitlines()[-1] == "[]", r.stderr + r.stdout
+
+
+def test_model_check_measures_int8_where_the_bundle_has_it(quantized, tmp_path, monkeypatch):
+    import geoseg.evaluation.engines as engines_check
+    from geoseg.data import RIO_IMAGE
+
+    bundle, _ = quantized
+    monkeypatch.setattr(engines_check, "native_int8", lambda: True)  # the row is listed on CPUs with int8 units
+    res = engines_check.check(bundle, str(RIO_IMAGE), work=tmp_path / "w")
+    rows = {(r["engine"], r["precision"]): r for r in res["rows"]}
+    assert ("openvino", "int8") in rows and ("openvino", "fp32") in rows
+    assert 0.99 <= rows["openvino", "int8"]["argmax_agreement"] < 1.0  # against torch fp32 on the whole crop
+    monkeypatch.setattr(engines_check, "native_int8", lambda: False)
+    assert ("openvino", "int8") not in engines_check.combinations(int8=True)
+    assert ("openvino", "int8") not in engines_check.combinations(include_slow=True, int8=False)

@@ -1,4 +1,5 @@
-"""``geoseg model check``: each engine and precision against torch fp32 on a scene, measured here.
+"""``geoseg model check``: each engine and precision against torch fp32 on a scene, measured here
+(int8 too, where the bundle has an int8 model from ``geoseg model quantize``).
 
 For every engine and precision this machine can run, the scene is predicted end to end and
 compared with torch fp32: argmax agreement over the scene, the largest logit difference on a sample
@@ -18,20 +19,21 @@ from pathlib import Path
 import numpy as np
 
 from geoseg.engines import PRECISIONS, installed
-from geoseg.engines.cpu import describe, native_bf16, native_fp16
+from geoseg.engines.cpu import describe, native_bf16, native_fp16, native_int8
 from geoseg.errors import GeosegError
 
 log = logging.getLogger("geoseg")
 
 
-def combinations(include_slow: bool = False) -> list[tuple[str, str]]:
-    """(engine, precision) pairs worth measuring here: emulated bf16 only when asked."""
+def combinations(include_slow: bool = False, int8: bool = False) -> list[tuple[str, str]]:
+    """(engine, precision) pairs worth measuring here: emulated bf16 only when asked; int8 where the bundle has
+    an int8 model (``int8``) and the CPU int8 units, or when asked."""
     out = [("torch", "fp32")]
     if installed("onnxruntime"):
         out.append(("onnxruntime", "fp32"))
     if installed("openvino"):
-        native = {"fp32": True, "bf16": native_bf16(), "fp16": native_fp16()}
-        out += [("openvino", p) for p in PRECISIONS if native[p] or include_slow]
+        native = {"fp32": True, "bf16": native_bf16(), "fp16": native_fp16(), "int8": int8 and native_int8()}
+        out += [("openvino", p) for p in PRECISIONS if native[p] or (include_slow and (p != "int8" or int8))]
     if native_bf16() or include_slow:
         out.append(("torch", "bf16"))
     return out
@@ -85,7 +87,9 @@ def check(bundle, scene: str, reference: str | None = None, tile_size: int | Non
     work = Path(work) if work else Path(os.environ.get("TMPDIR", "/tmp")) / f"geoseg-check-{os.getpid()}"
     rows, base, base_logits, base_iou = [], None, None, None
     try:
-        for engine, precision in combinations(include_slow):
+        from geoseg.engines import has_int8_model
+
+        for engine, precision in combinations(include_slow, has_int8_model(bundle, meta, tile)):
             out = work / f"{engine}-{precision}"
             opts = PredictOptions(engine=engine, precision=precision, tile_size=tile, progress=False, overwrite=True,
                                   workers=1)
