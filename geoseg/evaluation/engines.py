@@ -40,34 +40,27 @@ def combinations(include_slow: bool = False, int8: bool = False) -> list[tuple[s
 
 
 def _sample_tiles(scene: str, meta, tile: int, n: int = 4) -> np.ndarray:
+    from rasterio.windows import Window
+
+    from geoseg.engines.quantize import normalise_tile
     from geoseg.inference.tiling import TileGrid
     from geoseg.io.raster import inspect_scene, read_window
 
     info = inspect_scene(scene, meta.bands)
     tiles = []
     for t in TileGrid(info.height, info.width, tile, 0).tiles()[:n]:
-        from rasterio.windows import Window
-
         h, w = min(tile, info.height - t.y), min(tile, info.width - t.x)
         data, valid = read_window(info, Window(t.x, t.y, w, h), meta.bands)
-        x = (data.astype(np.float32) - np.asarray(meta.mean, np.float32)[:, None, None]) \
-            / np.asarray(meta.std, np.float32)[:, None, None]
-        x[:, ~valid] = 0
-        full = np.zeros((len(meta.bands), tile, tile), np.float32)
-        full[:, :h, :w] = x
-        tiles.append(np.moveaxis(full, 0, -1))
+        tiles.append(normalise_tile(data, valid, meta.mean, meta.std, tile))
     return np.ascontiguousarray(np.stack(tiles))
 
 
 def _foreground_iou(a: np.ndarray, b: np.ndarray, classes) -> float:
-    from geoseg.evaluation.metrics import class_scores, confusion
+    from geoseg.evaluation.metrics import confusion, foreground_iou
 
-    k = len(classes)
-    cm = confusion(b, a, k, valid=(a != 255) & (b != 255))
-    iou = class_scores(cm)["iou"]
-    fg = [c.id for c in classes if c.vectorize]
-    vals = [iou[i] for i in fg if np.isfinite(iou[i])]
-    return float(np.mean(vals)) if vals else float("nan")
+    cm = confusion(b, a, len(classes), valid=(a != 255) & (b != 255))
+    iou = foreground_iou(cm, [c.id for c in classes if c.vectorize])
+    return float("nan") if iou is None else iou
 
 
 def check(bundle, scene: str, reference: str | None = None, tile_size: int | None = None,

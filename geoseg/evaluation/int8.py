@@ -28,14 +28,6 @@ class CheckTile:
     references: list | None = field(default=None, repr=False)  # per object class, reference instances (h, w)
 
 
-def _fg_iou(cm: np.ndarray, foreground: list[int]) -> float | None:
-    from geoseg.evaluation.metrics import class_scores
-
-    iou = class_scores(cm)["iou"]
-    vals = [iou[i] for i in foreground if np.isfinite(iou[i])]
-    return float(np.mean(vals)) if vals else None
-
-
 def check_int8(fp32, int8, tiles: Iterable[CheckTile], classes, object_f1: Callable[[list], float] | None = None
                ) -> dict:
     """fp32 against int8 on held-back tiles (see the module's docstring); ``fp32``/``int8`` map tiles to logits.
@@ -43,7 +35,7 @@ def check_int8(fp32, int8, tiles: Iterable[CheckTile], classes, object_f1: Calla
     ``object_f1``: the object F1 of ``[(object-channel probabilities as uint8, tile.references), ...]`` (the
     training package's scorer), for tiles with references.
     """
-    from geoseg.evaluation.metrics import confusion
+    from geoseg.evaluation.metrics import confusion, foreground_iou
 
     k = len(classes)
     fg = [c.id for c in classes if c.vectorize]
@@ -78,14 +70,14 @@ def check_int8(fp32, int8, tiles: Iterable[CheckTile], classes, object_f1: Calla
                 windows[name].append((np.rint(probs * 255).astype(np.uint8), t.references))
     if not n or not total:
         raise GeosegError("no held-back tile with data to check the int8 model on")
-    agreement_iou = _fg_iou(both, fg)
+    agreement_iou = foreground_iou(both, fg)
     result = {"engine": "openvino", "check_tiles": n, "argmax_agreement": agree / total,
               "iou_vs_fp32": agreement_iou,
               "iou_change_bound": None if agreement_iou is None else 1 - agreement_iou,
               "iou_fp32": None, "iou_int8": None, "iou_change": None,
               "speedup": seconds["fp32"] / seconds["int8"] if seconds["int8"] else None}
     if labelled:
-        a, b = _fg_iou(vs_labels["fp32"], fg), _fg_iou(vs_labels["int8"], fg)
+        a, b = foreground_iou(vs_labels["fp32"], fg), foreground_iou(vs_labels["int8"], fg)
         result.update(iou_fp32=a, iou_int8=b, iou_change=None if a is None or b is None else b - a)
     if objects:
         f = {name: float(object_f1(windows[name])) for name in windows}
@@ -106,10 +98,11 @@ def quantize(bundle, scenes: Sequence[str], tiles: int = CALIBRATION_TILES, seed
     from geoseg.inference.tiling import TileGrid
     from geoseg.io.raster import inspect_scene, read_window
     from geoseg.models.bundle import read_meta, record_precision_check, resolve_bundle
+    from geoseg.models.names import is_instance_architecture
 
     bundle = resolve_bundle(bundle)
     meta = read_meta(bundle)
-    if meta.architecture in ("maskrcnn", "components"):
+    if is_instance_architecture(meta.architecture):
         raise GeosegError(f"{meta.architecture} models run on torch; there is no int8 model of them", bundle)
     if tiles < 4:
         raise GeosegError(f"--tiles must be at least 4, got {tiles}")
@@ -130,12 +123,10 @@ def quantize(bundle, scenes: Sequence[str], tiles: int = CALIBRATION_TILES, seed
 
     def read(item):
         i, win = item
-        data, valid = read_window(infos[i], win, meta.bands)
-        return data, valid
+        return read_window(infos[i], win, meta.bands)
 
     def transform(item):
-        data, valid = read(item)
-        return normalise_tile(data, valid, meta.mean, meta.std, t)[None]
+        return normalise_tile(*read(item), meta.mean, meta.std, t)[None]
 
     fp32_xml = fp32_model(bundle, meta)
     target = int8_target(bundle, meta)
@@ -163,7 +154,7 @@ def quantize(bundle, scenes: Sequence[str], tiles: int = CALIBRATION_TILES, seed
 
 def summary(result: dict) -> str:
     """One line of a check's figures."""
-    from geoseg.engines import int8_validated
+    from geoseg.engines import int8_check_passes
 
     def f(v, spec=".4f"):
         return "–" if v is None else format(v, spec)
@@ -179,9 +170,6 @@ def summary(result: dict) -> str:
         parts.append(f"object F1 {result['object_f1_fp32']:.4f} fp32, {result['object_f1_int8']:.4f} int8")
     if result.get("speedup"):
         parts.append(f"{result['speedup']:.2f}x fp32 here")
-    from types import SimpleNamespace
-
-    ok = int8_validated(SimpleNamespace(extra={"precision_check": {"int8": result}}))
-    parts.append("--precision auto uses it on CPUs with int8 units" if ok else
+    parts.append("--precision auto uses it on CPUs with int8 units" if int8_check_passes(result) else
                  "--precision auto keeps fp32 (IoU change above 0.005, agreement below 99% or object F1 down by more than 0.01)")
     return "; ".join(parts)

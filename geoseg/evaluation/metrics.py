@@ -105,6 +105,13 @@ def class_scores(cm: np.ndarray) -> dict[str, np.ndarray]:
     }
 
 
+def foreground_iou(cm: np.ndarray, foreground) -> float | None:
+    """The mean IoU of the ``foreground`` class ids that occur (in the reference or the prediction); None if none."""
+    iou = class_scores(cm)["iou"]
+    vals = [iou[i] for i in foreground if np.isfinite(iou[i])]
+    return float(np.mean(vals)) if vals else None
+
+
 def overall_scores(cm: np.ndarray, ids=None) -> dict[str, float]:
     """The FCN paper's four metrics.
 

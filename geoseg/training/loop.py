@@ -384,6 +384,8 @@ def precision_check(out: Path, cfg: TrainConfig) -> str:
 
 def _bf16_check(out: Path, cfg: TrainConfig) -> str:
     from geoseg.engines.cpu import describe
+    from geoseg.engines.quantize import normalise_tile
+    from geoseg.evaluation.metrics import foreground_iou
     from geoseg.inference.predictor import Predictor
     from geoseg.io.raster import read_window
     from geoseg.models.bundle import read_meta, record_precision_check
@@ -404,23 +406,13 @@ def _bf16_check(out: Path, cfg: TrainConfig) -> str:
             for win in windows:
                 data, valid = read_window(src.info, win, cfg.bands)
                 lab = read_labels(src, win, valid)
-                x = np.zeros((tile, tile, len(cfg.bands)), np.float32)
+                x = normalise_tile(data, valid, meta.mean, meta.std, tile)
                 h, w = data.shape[1:]
-                norm = (data.astype(np.float32) - np.asarray(meta.mean, np.float32)[:, None, None]) \
-                    / np.asarray(meta.std, np.float32)[:, None, None]
-                norm[:, ~valid] = 0
-                x[:h, :w] = np.moveaxis(norm, 0, -1)
                 labels = pred.class_logits(x[None])[0, :h, :w, :k].argmax(-1)
                 cm += confusion(lab, labels, k, valid=lab != NODATA)
         cms[precision] = cm
     fg = [c.id for c in cfg.classes if c.vectorize]
-
-    def fg_iou(cm):
-        iou = class_scores(cm)["iou"]
-        vals = [iou[i] for i in fg if np.isfinite(iou[i])]
-        return float(np.mean(vals)) if vals else None
-
-    a, b = fg_iou(cms["fp32"]), fg_iou(cms["bf16"])
+    a, b = foreground_iou(cms["fp32"], fg), foreground_iou(cms["bf16"], fg)
     change = None if a is None or b is None else b - a
     record_precision_check(out, {"bf16": {"engine": "openvino", "iou_fp32": a, "iou_bf16": b, "iou_change": change,
                            "data": "validation blocks", "cpu": describe()}})
