@@ -18,11 +18,14 @@ install:
 	  $(PIP) install $(PIP_FLAGS) -e ".[test]" && mkdir -p build && command -v $(PYTHON) > $(STAMP); \
 	fi
 
-# cityscapesScripts 2.3.0 (the tests' reference scorer) fails on numpy >= 2.3, so it gets its own environment.
+# The tests' reference scorers get their own environment: cityscapesScripts 2.3.0 fails on numpy >= 2.3, and
+# panopticapi-lite (the COCO panoptic scorer, pq_compute, as published on PyPI) pins numpy < 2 in its metadata
+# although its code runs on numpy 2, so it is installed without its pins beside the scorer it needs.
 REF_ENV := build/cityscapes-ref
 $(REF_ENV)/.installed:
 	$(PYTHON) -m venv $(REF_ENV)
 	$(REF_ENV)/bin/pip install $(PIP_FLAGS) "numpy==2.2.6" "cityscapesscripts==2.3.0" "pillow>=10"
+	$(REF_ENV)/bin/pip install $(PIP_FLAGS) --no-deps "panopticapi-lite==0.2.0"
 	touch $@
 
 reference-env: $(REF_ENV)/.installed

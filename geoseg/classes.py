@@ -4,8 +4,11 @@ A class list is YAML of this form (see ``configs/classes/``)::
 
     classes:
       - {id: 0, name: background, color: "#000000", vectorize: false}
-      - {id: 1, name: building, color: "#e31a1c"}
+      - {id: 1, name: building, color: "#e31a1c", isthing: true}
     ignore: 255
+
+``isthing: true`` marks a class of countable objects ("things": each building, each car) for panoptic
+output and panoptic quality; the other classes are "stuff" (road, vegetation, water).
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ class SegClass:
     name: str
     color: str
     vectorize: bool = True
+    isthing: bool = False  # a countable-object class (panoptic "thing"); else "stuff"
 
     @property
     def slug(self) -> str:
@@ -113,7 +117,12 @@ class ClassList:
         return cmap
 
     def to_dict(self) -> dict:
-        return {"classes": [asdict(c) for c in self.classes], "ignore": self.ignore}
+        """The class list as a mapping; ``isthing`` appears only on thing classes."""
+        return {"classes": [class_dict(c) for c in self.classes], "ignore": self.ignore}
+
+    @property
+    def things(self) -> list[SegClass]:
+        return [c for c in self.classes if c.isthing]
 
     @classmethod
     def from_dict(cls, data: dict | list, source: str | None = None) -> ClassList:
@@ -131,7 +140,7 @@ class ClassList:
         if not isinstance(items, list) or not items:
             raise GeosegError("'classes' must be a non-empty list", source)
         out = []
-        allowed = {"id", "name", "color", "vectorize"}
+        allowed = {"id", "name", "color", "vectorize", "isthing"}
         if all(isinstance(item, str) for item in items):  # plain names: ids in order, default colours
             try:
                 return cls.from_names(items, background=False)
@@ -153,7 +162,10 @@ class ClassList:
             if isinstance(item["id"], bool) or not isinstance(item["id"], int):
                 raise GeosegError(f"classes[{n}] ({name}): id must be an integer, got {item['id']!r}", source)
             color = str(item.get("color") or default_color(name, item["id"]))
-            out.append(SegClass(item["id"], name, color, bool(item.get("vectorize", True))))
+            isthing = item.get("isthing", False)
+            if not isinstance(isthing, (bool, int)) or isinstance(isthing, int) and isthing not in (0, 1):
+                raise GeosegError(f"classes[{n}] ({name}): isthing must be true or false, got {isthing!r}", source)
+            out.append(SegClass(item["id"], name, color, bool(item.get("vectorize", True)), bool(isthing)))
         try:
             return cls(tuple(out), int(data.get("ignore", NODATA)))
         except GeosegError as exc:
@@ -171,6 +183,14 @@ class ClassList:
                 for i, n in enumerate(names)
             )
         )
+
+
+def class_dict(c: SegClass) -> dict:
+    """One class as a mapping (``isthing`` only where true, so that older readers see what they know)."""
+    d = asdict(c)
+    if not d["isthing"]:
+        del d["isthing"]
+    return d
 
 
 def default_color(name: str, index: int) -> str:

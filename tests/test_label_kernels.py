@@ -9,10 +9,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from geoseg.evaluation._counts_ext import coded_histogram, instance_counts
+from geoseg.evaluation._counts_ext import coded_histogram, instance_counts, pair_runs
 from PIL import Image
 
-from geoseg.benchmarks.images import png_labels, read_labels
+from geoseg.benchmarks.images import png_labels, png_rgb, read_labels
 from geoseg.errors import GeosegError
 from geoseg.evaluation.metrics import coded_confusion
 
@@ -29,9 +29,9 @@ def _paeth(a, b, c):
 
 def encode_png(arr: np.ndarray, colour: int, depth: int, filters) -> bytes:
     """A PNG written here with a chosen filter per row (Pillow picks its own), its data split over two IDATs."""
-    h, w = arr.shape
-    bpp = depth // 8
-    raw = arr.astype(">u2").view(np.uint8).reshape(h, w * 2) if depth == 16 else arr.astype(np.uint8)
+    h, w = arr.shape[:2]
+    bpp = depth // 8 * (3 if colour == 2 else 1)
+    raw = arr.astype(">u2").view(np.uint8).reshape(h, w * 2) if depth == 16 else arr.astype(np.uint8).reshape(h, -1)
     prev = np.zeros(w * bpp, np.int32)
     rows = []
     for y in range(h):
@@ -86,6 +86,23 @@ def test_png_rows_reconstructed_as_pillow_reads_them(tmp_path, colour, depth, fi
     assert got is not None and got.dtype == want.dtype and got.shape == want.shape
     np.testing.assert_array_equal(got, want)
     np.testing.assert_array_equal(read_labels(str(path), "ground truth"), want)
+
+
+@pytest.mark.parametrize("filters", [[0], [1], [2], [3], [4], [4, 1, 3, 0, 2, 4, 2]])
+@pytest.mark.parametrize("shape,flat", [((37, 53), False), ((41, 203), True), ((1, 9), False), ((6, 1), False)])
+def test_rgb_png_rows_reconstructed_as_pillow_reads_them(tmp_path, filters, shape, flat):
+    """RGB PNGs (COCO panoptic segment images): three bytes a pixel, every filter type."""
+    planes = [labels_like(shape, 8, seed=len(filters) * 5 + k + shape[0], flat=flat) for k in range(3)]
+    arr = np.stack(planes, axis=-1)
+    path = tmp_path / "x.png"
+    path.write_bytes(encode_png(arr, 2, 8, filters))
+    with Image.open(path) as img:
+        want = np.asarray(img)
+    np.testing.assert_array_equal(want, arr)
+    got = png_rgb(path)
+    assert got is not None and got.shape == want.shape
+    np.testing.assert_array_equal(got, want)
+    assert png_labels(path) is None and png_rgb(tmp_path / "x.png") is not None
 
 
 def test_pillow_written_labels_read_alike_on_threads(tmp_path):
@@ -227,3 +244,18 @@ def test_every_png_of_the_shared_data_reads_as_pillow_reads_it(shared_data):
         assert got.dtype == want.dtype, path
         np.testing.assert_array_equal(got, want, err_msg=str(path))
     assert read_here >= 12
+
+
+@pytest.mark.parametrize("dtype", [np.uint32, np.uint64])
+@pytest.mark.parametrize("n", [0, 1, 2, 7, 5000, 300_000])
+def test_pair_runs_equal_numpy(dtype, n):
+    """Runs of (a, b) pairs: expanded back they are the two images; summed per pair they are np.unique's counts."""
+    rng = np.random.default_rng(n)
+    a = runs(rng, [0, 1, 2, 2**31 + 5], n).astype(dtype)
+    b = runs(rng, [0, 3, 9], n).astype(dtype)
+    if dtype == np.uint64:
+        a[: n // 3] += np.uint64(1 << 40)
+    ra, rb, rn = pair_runs(a, b)
+    np.testing.assert_array_equal(np.repeat(ra, rn), a)
+    np.testing.assert_array_equal(np.repeat(rb, rn), b)
+    assert (rn > 0).all() and (len(rn) < 2 or ((ra[1:] != ra[:-1]) | (rb[1:] != rb[:-1])).all())

@@ -14,7 +14,15 @@ COCO scores come from pycocotools' COCOeval (or faster-coco-eval, checked equal 
 
 from __future__ import annotations
 
-from geoseg.benchmarks import cityscapes, cityscapes_instances, coco, folder, voc  # noqa: F401  (registration)
+from geoseg.benchmarks import (  # noqa: F401  (registration)
+    cityscapes,
+    cityscapes_instances,
+    cityscapes_panoptic,
+    coco,
+    coco_panoptic,
+    folder,
+    voc,
+)
 from geoseg.benchmarks.registry import get, names
 
 

@@ -63,13 +63,12 @@ cdef inline void _sub_row(uint8_t* dst, const uint8_t* cur, Py_ssize_t n, int bp
                     dst[j + 1] = a1
             x = end
         return
-    for ch in range(bpp):
-        a0 = 0
-        x = ch
-        while x < n:
-            a0 = a0 + cur[x]
-            dst[x] = a0
-            x += bpp
+    # wider pixels (RGB): in row order, each byte after the one a pixel to its left, because ``dst``
+    # lies just before ``cur`` in the same buffer and must never pass a byte not yet read
+    for x in range(bpp):
+        dst[x] = cur[x]
+    for x in range(bpp, n):
+        dst[x] = cur[x] + dst[x - bpp]
 
 
 cdef inline void _paeth_row(uint8_t* dst, const uint8_t* cur, const uint8_t* prev, Py_ssize_t n,
@@ -104,16 +103,10 @@ cdef inline void _paeth_row(uint8_t* dst, const uint8_t* cur, const uint8_t* pre
                     c1 = b1
             x = end
         return
-    for ch in range(bpp):
-        a0 = 0
-        c0 = 0
-        x = ch
-        while x < n:
-            b0 = prev[x]
-            a0 = (cur[x] + _paeth(a0, b0, c0)) & 0xFF
-            dst[x] = <uint8_t>a0
-            c0 = b0
-            x += bpp
+    for x in range(bpp):  # wider pixels: in row order (see _sub_row)
+        dst[x] = <uint8_t>((cur[x] + prev[x]) & 0xFF)  # Paeth(0, b, 0) = b
+    for x in range(bpp, n):
+        dst[x] = <uint8_t>((cur[x] + _paeth(dst[x - bpp], prev[x], prev[x - bpp])) & 0xFF)
 
 
 def png_unfilter(uint8_t[::1] buf, Py_ssize_t height, Py_ssize_t rowbytes, int bpp, bint swap16):

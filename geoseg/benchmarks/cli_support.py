@@ -28,6 +28,10 @@ def _fmt(v) -> str:
 
 def summary(report: dict) -> list[str]:
     """The first lines a user reads."""
+    pan = report.get("panoptic")
+    if pan:
+        return [f"{k}: PQ {_fmt(pan[k]['pq'])}, SQ {_fmt(pan[k]['sq'])}, RQ {_fmt(pan[k]['rq'])} ({pan[k]['n']} classes)"
+                for k in ("All", "Things", "Stuff")]
     inst = report.get("instances")
     if inst and "segm" in inst:
         return [f"{k}: AP {_fmt(inst[k]['AP'])}, AP50 {_fmt(inst[k]['AP50'])}, AP75 {_fmt(inst[k]['AP75'])}"

@@ -53,6 +53,16 @@ def png_labels(path) -> np.ndarray | None:
     kernel without the GIL. A file that is not such a PNG, or fails any check, returns None, and
     Pillow reads it (or says what is wrong with it).
     """
+    return _png(path, rgb=False)
+
+
+def png_rgb(path) -> np.ndarray | None:
+    """An 8-bit RGB non-interlaced PNG's pixels as a (height, width, 3) array (the COCO panoptic segment
+    images), read as :func:`png_labels` reads label images; None for any other file."""
+    return _png(path, rgb=True)
+
+
+def _png(path, rgb: bool) -> np.ndarray | None:
     from geoseg.benchmarks._png_ext import png_unfilter
 
     with open(path, "rb") as f:
@@ -75,16 +85,22 @@ def png_labels(path) -> np.ndarray | None:
         return None
     width, height = int.from_bytes(header[0:4], "big"), int.from_bytes(header[4:8], "big")
     depth, colour, compression, filtering, interlace = header[8:13]
-    if colour not in (0, 3) or depth not in (8, 16) or (colour == 3 and depth != 8) or compression or filtering \
-            or interlace or not width or not height:
+    if rgb:
+        if colour != 2 or depth != 8:
+            return None
+    elif colour not in (0, 3) or depth not in (8, 16) or (colour == 3 and depth != 8):
         return None
-    bpp = depth // 8
+    if compression or filtering or interlace or not width or not height:
+        return None
+    bpp = 3 if rgb else depth // 8
     try:
         buf = _inflate(b"".join(stream), height * (width * bpp + 1))
         png_unfilter(buf, height, width * bpp, bpp, depth == 16)  # in place: one image-sized allocation
     except Exception:  # noqa: BLE001 - any broken stream: Pillow reads it and names the problem
         return None
     out = np.frombuffer(buf, dtype=np.uint8, count=height * width * bpp).reshape(height, width * bpp)
+    if rgb:
+        return out.reshape(height, width, 3)
     return out.view("<u2") if depth == 16 else out
 
 

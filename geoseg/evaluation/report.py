@@ -16,7 +16,11 @@
     objects          {class name: {tp, fp, fn, precision, recall, f1, iou_threshold, f1_ci95}}  (when computed;
                      counts summed over scenes; f1_ci95: [low, high], a 95% bootstrap interval over scenes,
                      with two scenes or more, else null)
-    scenes           [{scene, prediction, reference, crs, overall, classes, confusion_px, confusion_m2, objects}]
+    scenes           [{scene, prediction, reference, crs, overall, classes, confusion_px, confusion_m2, objects,
+                       panoptic}]
+    panoptic         (evaluate --panoptic) {All, Things, Stuff: {pq, sq, rq, n}, per_class: [{id, name, isthing,
+                     pq, sq, rq, tp, fp, fn, iou_sum}]}: panoptic quality with the COCO panoptic scorer's rules,
+                     segments counted over all scenes (geoseg.evaluation.panoptic)
 
 Undefined values (a class absent from both sides) are ``null``.
 """
@@ -192,6 +196,12 @@ def markdown(report: dict) -> str:
             lines.append(f"| {s['scene']} | {_fmt(s['overall']['pixel_accuracy'])} | {_fmt(s['overall']['mean_iou'])}"
                          f" | {_fmt(s['overall']['mean_iou_area'])} |")
     lines += _benchmark_md(report)
+    if report.get("panoptic"):
+        lines += ["", *panoptic_markdown(report["panoptic"])]
+        if len(report["scenes"]) > 1:
+            lines += ["", "| scene | PQ | SQ | RQ |", "|---|---|---|---|"]
+            lines += [f"| {s['scene']} | {_fmt(s['panoptic']['All']['pq'])} | {_fmt(s['panoptic']['All']['sq'])} | "
+                      f"{_fmt(s['panoptic']['All']['rq'])} |" for s in report["scenes"] if s.get("panoptic")]
     lines += ["", "Inputs:", *[f"- {i['prediction']} vs {i['reference']}" for i in report["inputs"]], "",
               "What the figures mean:", *[f"- {k}: {v}" for k, v in METRIC_NOTES], ""]
     return "\n".join(lines)
@@ -316,6 +326,7 @@ area-weighted mean IoU {_fmt(o['mean_iou_area'])}</p>
 <h2>IoU per class</h2><img alt="IoU per class" src="{bars}">
 {maps_html}
 {_benchmark_html(report)}
+{panoptic_html(report["panoptic"]) if report.get("panoptic") else ""}
 <h2>What the figures mean</h2><ul>{notes}</ul>
 <h2>Inputs and settings</h2><ul>{inputs}</ul><p><code>{settings}</code></p>
 <details><summary>Markdown report</summary><pre>{html.escape(md_rows)}</pre></details>
@@ -364,3 +375,72 @@ def write_reports(report: dict, results, classes: ClassList, folder: Path) -> No
     (folder / "report.json").write_text(json_text(report))
     (folder / "report.md").write_text(markdown(report))
     (folder / "report.html").write_text(html_report(report, results))
+
+
+PANOPTIC_NOTES = [
+    ("PQ", "panoptic quality: sum of matched segments' IoU / (TP + FP/2 + FN/2); segments match at IoU > 0.5"),
+    ("SQ", "segmentation quality: mean IoU of the matched segments"),
+    ("RQ", "recognition quality: TP / (TP + FP/2 + FN/2), an F1 of the matching"),
+    ("Things / Stuff", "countable objects, each its own segment / amorphous classes, one segment per class and "
+                       "scene (image); All, Things and Stuff average the classes with any TP, FP or FN"),
+    ("VOID and crowd", "unlabelled reference pixels leave the unions; a predicted segment more than half on VOID "
+                       "and its class's crowd region is no false positive (the COCO panoptic scorer's rules)"),
+]
+
+
+def _panoptic_rows(block: dict) -> tuple[list[list[str]], list[list[str]]]:
+    agg = [[k, _fmt(block[k]["pq"]), _fmt(block[k]["sq"]), _fmt(block[k]["rq"]), str(block[k]["n"])]
+           for k in ("All", "Things", "Stuff")]
+    per = [[c["name"], "thing" if c["isthing"] else "stuff", _fmt(c["pq"]), _fmt(c["sq"]), _fmt(c["rq"]),
+            str(c["tp"]), str(c["fp"]), str(c["fn"])] for c in block["per_class"]]
+    return agg, per
+
+
+PANOPTIC_HEADS = (["", "PQ", "SQ", "RQ", "classes"], ["class", "kind", "PQ", "SQ", "RQ", "TP", "FP", "FN"])
+
+
+def panoptic_markdown(block: dict) -> list[str]:
+    """The PQ tables as markdown lines: All / Things / Stuff, then per class."""
+    lines = [f"**Panoptic quality: PQ {_fmt(block['All']['pq'])} (things {_fmt(block['Things']['pq'])}, stuff "
+             f"{_fmt(block['Stuff']['pq'])})**", ""]
+    for head, rows in zip(PANOPTIC_HEADS, _panoptic_rows(block)):
+        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        lines += ["| " + " | ".join(r) + " |" for r in rows]
+        lines.append("")
+    return lines
+
+
+def panoptic_html(block: dict) -> str:
+    tables = []
+    for name, head, rows in zip(("pq", "pq_classes"), PANOPTIC_HEADS, _panoptic_rows(block)):
+        tables.append(f"<table id={name}><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>"
+                      + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
+                      + "</table>")
+    return "<h2>Panoptic quality</h2>" + "".join(tables)
+
+
+def panoptic_markdown_page(report: dict) -> str:
+    """report.md of a panoptic benchmark (COCO panoptic, Cityscapes panoptic)."""
+    b = report["benchmark"]
+    lines = [f"# geoseg benchmark report: {b['adapter']}", "",
+             f"{len(report.get('inputs', []))} images · geoseg {report.get('geoseg_version', '')}", "",
+             *panoptic_markdown(report["panoptic"]),
+             "Settings: " + ", ".join(f"{k}={v}" for k, v in b.items()), "",
+             "What the figures mean:", *[f"- {k}: {v}" for k, v in PANOPTIC_NOTES], ""]
+    return "\n".join(lines)
+
+
+def panoptic_html_page(report: dict) -> str:
+    b = report["benchmark"]
+    notes = "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(v)}</li>" for k, v in PANOPTIC_NOTES)
+    settings = html.escape(", ".join(f"{k}={v}" for k, v in b.items()))
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>geoseg benchmark report: {html.escape(b['adapter'])}</title>
+<style>body{{font-family:sans-serif;margin:2em;max-width:64em}}table{{border-collapse:collapse;margin:.5em 0}}
+td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:right}}td:first-child{{text-align:left}}</style></head>
+<body><h1>geoseg benchmark report: {html.escape(b['adapter'])}</h1>
+<p>{len(report.get('inputs', []))} images · geoseg {html.escape(report.get('geoseg_version', ''))}</p>
+{panoptic_html(report["panoptic"])}
+<h2>What the figures mean</h2><ul>{notes}</ul><p><code>{settings}</code></p>
+</body></html>
+"""

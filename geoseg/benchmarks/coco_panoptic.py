@@ -1,0 +1,256 @@
+"""COCO panoptic: a JSON of per-image segment lists beside a folder of RGB segment PNGs, scored by PQ.
+
+The format (Kirillov et al.; COCO 2018): each PNG pixel's segment id is ``R + 256 G + 256² B``, 0 is
+VOID; each annotation lists an image's segments (``id``, ``category_id``, ``iscrowd``, ``area``). Results
+take the same form, the JSON and its PNG folder of the same stem side by side, as ``pq_compute`` of
+panopticapi takes them, and the numbers equal that scorer's (``geoseg.evaluation.panoptic`` follows its
+rules; the tests run it on the same files).
+
+Why not call ``pq_compute`` itself: panopticapi is not published with a numpy 2 install (panopticapi-lite
+pins numpy < 2), it prints to stdout, and it decodes every PNG with Pillow and counts pairs with
+``np.unique`` over the pixels; here the PNGs are read by ``geoseg.benchmarks.images`` and the pairs are
+counted in one compiled pass, on threads (``bench/panoptic.py``: the speed-up, numbers identical).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from geoseg.benchmarks.registry import register
+from geoseg.errors import GeosegError
+from geoseg.evaluation.panoptic import VOID, PairCounts, PanopticStats, Segment, SegmentError, match_segments
+
+
+def load_json(path, what: str) -> dict:
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        raise GeosegError(f"{what} not found", path) from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise GeosegError(f"not valid JSON ({exc})", path) from None
+    if not isinstance(data, dict) or not isinstance(data.get("annotations"), list):
+        raise GeosegError(f"not a COCO panoptic {what}: the 'annotations' list is missing", path)
+    for n, ann in enumerate(data["annotations"]):
+        if not isinstance(ann, dict) or "image_id" not in ann or "file_name" not in ann \
+                or not isinstance(ann.get("segments_info"), list):
+            raise GeosegError(f"annotations[{n}] needs image_id, file_name and a segments_info list", path)
+    return data
+
+
+def segment_folder(json_path, folder=None) -> Path:
+    """The PNG folder of a panoptic JSON: ``folder``, else the folder of the JSON's stem beside it."""
+    p = Path(json_path)
+    out = Path(folder) if folder is not None else p.with_suffix("")
+    if not out.is_dir():
+        raise GeosegError(f"the segment PNG folder {out} does not exist (it sits beside the JSON, named as its stem)",
+                          json_path)
+    return out
+
+
+def categories_of(gt: dict, path) -> dict[int, dict]:
+    cats = gt.get("categories")
+    if not isinstance(cats, list) or not cats:
+        raise GeosegError("not a COCO panoptic annotation file: the 'categories' list is missing", path)
+    return {int(c["id"]): c for c in cats}
+
+
+def rgb_to_id(rgb: np.ndarray) -> np.ndarray:
+    """Segment ids ``R + 256 G + 256² B`` of an (h, w, 3) uint8 array, as uint32."""
+    h, w = rgb.shape[:2]
+    out = np.zeros((h, w), dtype="<u4")
+    out.view(np.uint8).reshape(h, w, 4)[..., :3] = rgb
+    return out
+
+
+def id_to_rgb(ids: np.ndarray) -> np.ndarray:
+    ids = np.ascontiguousarray(ids, dtype="<u4")
+    return ids.view(np.uint8).reshape(*ids.shape, 4)[..., :3].copy()
+
+
+def read_segment_png(path: Path, role: str) -> np.ndarray:
+    """An RGB segment PNG's ids; one clear line for a missing or unreadable file."""
+    from geoseg.benchmarks.images import png_rgb
+
+    try:
+        rgb = png_rgb(path)
+        if rgb is None:
+            from PIL import Image, UnidentifiedImageError
+
+            try:
+                with Image.open(path) as img:
+                    if img.mode != "RGB":
+                        raise GeosegError(f"the {role} segment image is mode {img.mode}; COCO panoptic segment "
+                                          "images are RGB (id = R + 256 G + 256² B)", path)
+                    rgb = np.asarray(img)
+            except (UnidentifiedImageError, ValueError) as exc:
+                raise GeosegError(f"cannot read the {role} segment image ({exc})", path) from None
+    except FileNotFoundError:
+        raise GeosegError(f"{role} segment image not found", path) from None
+    except OSError as exc:
+        raise GeosegError(f"cannot read the {role} segment image ({exc})", path) from None
+    return rgb_to_id(rgb)
+
+
+def segments_of(ann: dict, path, role: str, categories: dict | None, reference: bool) -> dict[int, Segment]:
+    out: dict[int, Segment] = {}
+    for s in ann["segments_info"]:
+        try:
+            sid, cat = int(s["id"]), int(s["category_id"])
+        except (KeyError, TypeError, ValueError):
+            raise GeosegError(f"image {ann['image_id']}: a segment without an integer id and category_id "
+                              f"({s!r:.80})", path) from None
+        if sid in out:
+            raise GeosegError(f"image {ann['image_id']}: segment {sid} is listed twice (segments may not overlap)",
+                              path)
+        if sid == VOID:
+            raise GeosegError(f"image {ann['image_id']}: segment id 0 is VOID, not a segment", path)
+        if categories is not None and cat not in categories:
+            raise GeosegError(f"image {ann['image_id']}: segment {sid} has unknown category_id {cat}", path)
+        area = int(s["area"]) if reference and "area" in s else None
+        out[sid] = Segment(cat, bool(s.get("iscrowd", 0)) if reference else False, area)
+    return out
+
+
+class PanopticSet:
+    """A COCO panoptic JSON and its PNG folder: the annotations, and each image's segment ids and segments."""
+
+    def __init__(self, json_path, folder=None, role: str = "ground truth", data: dict | None = None) -> None:
+        self.path, self.role = json_path, role
+        self.data = data if data is not None else load_json(json_path, "annotation file" if role == "ground truth"
+                                                            else "results file")
+        self.folder = segment_folder(json_path, folder)
+        self.annotations = self.data["annotations"]
+
+    def categories(self) -> dict[int, dict]:
+        return categories_of(self.data, self.path)
+
+    def read(self, ann: dict, categories: dict | None = None) -> tuple[np.ndarray, dict[int, Segment], Path]:
+        file = self.folder / ann["file_name"]
+        return (read_segment_png(file, self.role),
+                segments_of(ann, self.path, self.role, categories, self.role == "ground truth"), file)
+
+
+def score_image(gt_ann: dict, pred_ann: dict, gt: PanopticSet, pred: PanopticSet, categories: dict) -> PanopticStats:
+    ref_ids, ref, gt_file = gt.read(gt_ann)
+    pred_ids, prd, pred_file = pred.read(pred_ann, categories)
+    if ref_ids.shape != pred_ids.shape:
+        raise GeosegError(f"is {pred_ids.shape[1]}x{pred_ids.shape[0]} px but its ground truth {gt_file} is "
+                          f"{ref_ids.shape[1]}x{ref_ids.shape[0]} px", pred_file)
+    try:
+        return match_segments(PairCounts.of(ref_ids, pred_ids), ref, prd)
+    except SegmentError as exc:
+        raise GeosegError(f"image {pred_ann['image_id']}: {exc} ({pred.path})", pred_file) from None
+
+
+def score(predictions, gt, prediction_folder=None, allow_missing: bool = False, workers: int | None = None
+          ) -> tuple[PanopticStats, dict, list]:
+    """PQ statistics of a panoptic results JSON (its PNG folder beside it, or ``prediction_folder``)
+    against ``gt``: a :class:`PanopticSet` (the Cityscapes adapter gives one that converts its ground truth)."""
+    pred = PanopticSet(predictions, prediction_folder, "prediction")
+    categories = gt.categories()
+    by_image = {}
+    for ann in pred.annotations:
+        if ann["image_id"] in by_image:
+            raise GeosegError(f"image {ann['image_id']} has two annotations", predictions)
+        by_image[ann["image_id"]] = ann
+    pairs, missing = [], []
+    for g in gt.annotations:
+        if g["image_id"] in by_image:
+            pairs.append((g, by_image[g["image_id"]]))
+        else:
+            missing.append(str(g["image_id"]))
+    if missing and not allow_missing:
+        raise GeosegError(f"no prediction for {len(missing)} image(s): {', '.join(missing[:5])}"
+                          f"{' and more' if len(missing) > 5 else ''} (pass --allow-missing to skip them)", predictions)
+    if not pairs:
+        raise GeosegError("no image of the annotations has a prediction", predictions)
+    stats = PanopticStats()
+    with ThreadPoolExecutor(workers or min(8, os.cpu_count() or 1)) as pool:  # the kernels release the GIL
+        for s in pool.map(lambda gp: score_image(gp[0], gp[1], gt, pred, categories), pairs):
+            stats += s
+    return stats, categories, [g for g, _ in pairs]
+
+
+def panoptic_block(stats: PanopticStats, categories: dict[int, dict]) -> dict:
+    """The report's ``panoptic`` block: All, Things, Stuff and a row per category."""
+    isthing = {c: bool(v.get("isthing", 0)) for c, v in categories.items()}
+    res = stats.summary(isthing)
+
+    def num(v):
+        return None if v != v else float(v)
+
+    block = {k: {"pq": num(res[k]["pq"]), "sq": num(res[k]["sq"]), "rq": num(res[k]["rq"]), "n": res[k]["n"]}
+             for k in ("All", "Things", "Stuff")}
+    block["per_class"] = [{"id": c, "name": categories[c].get("name", str(c)), "isthing": isthing[c],
+                           **{k: float(v) if k in ("pq", "sq", "rq", "iou_sum") else int(v)
+                              for k, v in res["per_class"][c].items()}} for c in categories]
+    return block
+
+
+class COCOPanopticAdapter:
+    name = "coco-panoptic"
+    kind = "panoptic"
+    summary = "COCO panoptic: PQ, SQ, RQ for All, Things and Stuff and per category (the COCO panoptic scorer's rules)"
+    layout = ("an annotation JSON (--annotations) and a results JSON, each beside its folder of RGB segment PNGs "
+              "named as its stem")
+    conventions = ("pq_compute's: IoU > 0.5 matches; VOID (id 0) left out of unions, predictions mostly on VOID "
+                   "and their category's crowd region not counted; reference areas from the JSON")
+
+    def evaluate(self, predictions, output, annotations, allow_missing: bool = False, overwrite: bool = False) -> dict:
+        report = self.score(predictions, annotations, allow_missing)
+        _publish(report, output, overwrite)
+        return report
+
+    def score(self, predictions, annotations, allow_missing: bool = False) -> dict:
+        stats, categories, images = score(predictions, PanopticSet(annotations), allow_missing=allow_missing)
+        return report_of(self.name, stats, categories, images, annotations=str(annotations))
+
+
+def report_of(adapter: str, stats: PanopticStats, categories: dict, images: list, **benchmark) -> dict:
+    from geoseg.version import __version__
+
+    return {"schema_version": 1, "geoseg_version": __version__,
+            "benchmark": {"adapter": adapter, **benchmark},
+            "inputs": [{"scene": str(a["file_name"]), "image_id": a["image_id"]} for a in images],
+            "panoptic": panoptic_block(stats, categories)}
+
+
+def _publish(report: dict, output, overwrite: bool) -> None:
+    from geoseg.benchmarks.semantic import publish
+    from geoseg.evaluation.report import panoptic_html_page, panoptic_markdown_page
+
+    publish(report, None, None, output, overwrite, markdown=panoptic_markdown_page, html=panoptic_html_page)
+
+
+def write_panoptic(folder: Path, json_path: Path, images: list[tuple[dict, np.ndarray, list[dict]]],
+                   categories: list[dict]) -> None:
+    """A COCO panoptic set: each ``(image, segment ids, segments_info)`` as ``folder/NAME.png`` and its
+    annotation in ``json_path``; every file under a temporary name, then renamed."""
+    from PIL import Image
+
+    from geoseg.io.output import atomic_write_text, tmp_name
+
+    folder.mkdir(parents=True, exist_ok=True)
+    anns = []
+    for image, ids, info in images:
+        name = f"{Path(str(image['file_name'])).stem}.png"
+        final = folder / name
+        tmp = tmp_name(final, "png")
+        try:
+            Image.fromarray(id_to_rgb(ids), "RGB").save(tmp, format="PNG")
+            os.replace(tmp, final)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        anns.append({"image_id": image["id"], "file_name": name, "segments_info": info})
+    atomic_write_text(json_path, json.dumps({"images": [i for i, _, _ in images], "annotations": anns,
+                                             "categories": categories}))
+
+
+ADAPTER = register(COCOPanopticAdapter())
