@@ -83,8 +83,8 @@ def make_case(seed: int, h: int = 96, w: int = 128):
     pr.ids[pr.ids == 0] = road
     # touching people: the prediction merges the first two
     y, x = int(rng.integers(5, 20)), int(rng.integers(5, 30))
-    a = gt.paint(box(h, w, y, y + 20, x, x + 8), 24)
-    b = gt.paint(box(h, w, y, y + 20, x + 8, x + 16), 24)
+    gt.paint(box(h, w, y, y + 20, x, x + 8), 24)
+    gt.paint(box(h, w, y, y + 20, x + 8, x + 16), 24)
     pr.paint(box(h, w, y, y + 20, x, x + 16), 24)
     # a car the prediction splits in two, one half large enough to match
     y, x = int(rng.integers(40, 60)), int(rng.integers(40, 60))
@@ -249,7 +249,7 @@ def test_written_set_reads_back(generated, tmp_path):
     images = [({"id": k + 1, "file_name": f"img{k}.jpg"}, ids, info) for k, ((ids, info), _) in enumerate(cases)]
     write_panoptic(tmp_path / "set", tmp_path / "set.json", images, CATEGORIES)
     back = PanopticSet(tmp_path / "set.json")
-    for (image, ids, info), ann in zip(images, back.annotations):
+    for (_image, ids, info), ann in zip(images, back.annotations):
         got, segs, _ = back.read(ann)
         np.testing.assert_array_equal(got, ids)
         assert {s["id"]: (s["category_id"], bool(s["iscrowd"]), s["area"]) for s in info} == \

@@ -23,7 +23,15 @@ import numpy as np
 
 from geoseg.benchmarks.registry import register
 from geoseg.errors import GeosegError
-from geoseg.evaluation.panoptic import VOID, PairCounts, PanopticStats, Segment, SegmentError, match_segments
+from geoseg.evaluation.panoptic import (
+    VOID,
+    PairCounts,
+    PanopticStats,
+    Segment,
+    SegmentError,
+    match_segments,
+    panoptic_block,
+)
 
 
 def load_json(path, what: str) -> dict:
@@ -175,22 +183,6 @@ def score(predictions, gt, prediction_folder=None, allow_missing: bool = False, 
         for s in pool.map(lambda gp: score_image(gp[0], gp[1], gt, pred, categories), pairs):
             stats += s
     return stats, categories, [g for g, _ in pairs]
-
-
-def panoptic_block(stats: PanopticStats, categories: dict[int, dict]) -> dict:
-    """The report's ``panoptic`` block: All, Things, Stuff and a row per category."""
-    isthing = {c: bool(v.get("isthing", 0)) for c, v in categories.items()}
-    res = stats.summary(isthing)
-
-    def num(v):
-        return None if v != v else float(v)
-
-    block = {k: {"pq": num(res[k]["pq"]), "sq": num(res[k]["sq"]), "rq": num(res[k]["rq"]), "n": res[k]["n"]}
-             for k in ("All", "Things", "Stuff")}
-    block["per_class"] = [{"id": c, "name": categories[c].get("name", str(c)), "isthing": isthing[c],
-                           **{k: float(v) if k in ("pq", "sq", "rq", "iou_sum") else int(v)
-                              for k, v in res["per_class"][c].items()}} for c in categories]
-    return block
 
 
 class COCOPanopticAdapter:

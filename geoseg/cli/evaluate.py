@@ -39,6 +39,10 @@ from geoseg.cli.options import (
 @click.option("--match-clusters", is_flag=True,
               help="PREDICTION is a clustering (geoseg cluster): match clusters to the --classes one to one "
                    "(Hungarian, per scene) before scoring.")
+@click.option("--panoptic", is_flag=True,
+              help="PREDICTION is NAME.panoptic.tif (class id, instance id; geoseg predict --panoptic): also panoptic "
+                   "quality (PQ, SQ, RQ per class; All, Things, Stuff) against a two-band reference raster or "
+                   "vectors (each thing polygon one instance).")
 @allow_no_crs_opt
 @click.option("--no-audit", "audit", is_flag=True, flag_value=False, default=True, help="Skip audit.gpkg.")
 @chunk_size_opt
@@ -69,6 +73,12 @@ def evaluate(prediction, reference, output, ignore, object_classes, **opts) -> N
 
     for line in headline(report):
         click.echo(line)
+    if report.get("panoptic"):
+        pan = report["panoptic"]
+        fmt = lambda v: "–" if v is None else f"{v:.4f}"  # noqa: E731
+        for k in ("All", "Things", "Stuff"):
+            click.echo(f"panoptic {k}: PQ {fmt(pan[k]['pq'])}, SQ {fmt(pan[k]['sq'])}, RQ {fmt(pan[k]['rq'])} "
+                       f"({pan[k]['n']} classes)")
     for scene in report.get("cluster_matching", {}).get("scenes", []):
         pairs = ", ".join(f"{k} -> {v}" for k, v in scene["clusters"].items())
         rest = f"; unmatched: {', '.join(scene['unmatched'])}" if scene["unmatched"] else ""

@@ -70,6 +70,8 @@ class EvaluateOptions:
     progress: bool = True
     # the prediction is a clustering: match clusters to the reference classes one to one (Hungarian) per scene
     match_clusters: bool = False
+    # the prediction is NAME.panoptic.tif (class id, instance id): panoptic quality too (geoseg.evaluation.panoptic)
+    panoptic: bool = False
 
     def __post_init__(self) -> None:
         check_options(self)
@@ -220,6 +222,7 @@ class SceneResult:
     cell_size: int
     errors: dict = field(default_factory=dict)  # error map cells, see ChunkEval.errors
     map_cell: int = 0
+    panoptic: object | None = None  # geoseg.evaluation.panoptic.PanopticStats (evaluate --panoptic)
 
 
 def _row_areas(grid: Grid) -> tuple[float, ...] | None:
@@ -495,7 +498,7 @@ def _class_polygons(src, grid: Grid, cls: SegClass, path: str) -> list:
 
 def _scene_name(path: str) -> str:
     name = Path(path).name
-    for suffix in (".classes.tif", ".instances.gpkg", ".gpkg", ".tif", ".tiff"):
+    for suffix in (".classes.tif", ".panoptic.tif", ".instances.gpkg", ".panoptic.gpkg", ".gpkg", ".tif", ".tiff"):
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return Path(path).stem
@@ -543,12 +546,21 @@ class _CodeWriters:
 # -- folders -------------------------------------------------------------------------------------------
 
 
-def pair_scenes(predictions: str, references: str, allow_missing: bool) -> list[tuple[str, str]]:
-    """Match prediction and reference files by scene name."""
+def pair_scenes(predictions: str, references: str, allow_missing: bool, panoptic: bool = False
+                ) -> list[tuple[str, str]]:
+    """Match prediction and reference files by scene name (``panoptic``: the ``*.panoptic.tif`` predictions)."""
     pdir, rdir = Path(predictions), Path(references)
-    preds = sorted(p for p in pdir.iterdir() if p.is_file() and not p.name.startswith(".")
-                   and (p.name.endswith(".classes.tif") or (p.suffix.lower() in RASTER_SUFFIXES + (".gpkg",)
-                                                              and not p.name.endswith((".probs.tif", ".instances.tif")))))
+    if panoptic:
+        preds = sorted(p for p in pdir.iterdir() if p.is_file() and p.name.endswith(".panoptic.tif"))
+        if not preds:
+            raise GeosegError("folder holds no panoptic prediction (*.panoptic.tif, from geoseg predict --panoptic)",
+                              pdir)
+    else:
+        preds = sorted(p for p in pdir.iterdir() if p.is_file() and not p.name.startswith(".")
+                       and (p.name.endswith(".classes.tif") or (
+                           p.suffix.lower() in RASTER_SUFFIXES + (".gpkg",)
+                           and not p.name.endswith((".probs.tif", ".instances.tif", ".panoptic.tif",
+                                                    ".panoptic.gpkg")))))
     if not preds:
         raise GeosegError("folder holds no prediction (*.classes.tif, *.tif, *.gpkg)", pdir)
     refs: dict[str, Path] = {}
@@ -603,8 +615,19 @@ def evaluate(prediction: str | os.PathLike, reference: str | os.PathLike, output
         raise GeosegError("give two files or two folders", prediction)
     if options.aoi:
         _check_aoi(options.aoi)
-    pairs = pair_scenes(prediction, reference, options.allow_missing) if os.path.isdir(prediction) \
-        else [(prediction, reference)]
+    pairs = pair_scenes(prediction, reference, options.allow_missing, options.panoptic) \
+        if os.path.isdir(prediction) else [(prediction, reference)]
+    if options.panoptic and options.match_clusters:
+        raise GeosegError("--panoptic and --match-clusters do not go together")
+    if options.panoptic:
+        for p, _ in pairs:
+            if is_vector(p):
+                raise GeosegError("--panoptic scores a (class id, instance id) raster: NAME.panoptic.tif from "
+                                  "geoseg predict --panoptic", p)
+        from geoseg.evaluation.panoptic_scenes import check_inputs
+
+        for p, r in pairs:  # before any work
+            check_inputs(p, r, options)
     with output_dir(out):
         work = tmp_folder(out, "audit")
         try:
@@ -617,6 +640,8 @@ def evaluate(prediction: str | os.PathLike, reference: str | os.PathLike, output
                     for p, r in pairs:
                         res, classes, codes = evaluate_scene(p, r, options, runner, work if options.audit else None,
                                                              classes)
+                        if options.panoptic:
+                            res.panoptic = _panoptic_scene(p, r, options, runner)
                         results.append(res)
                         audits.append((res, codes))
             if matching is not None:
@@ -625,6 +650,8 @@ def evaluate(prediction: str | os.PathLike, reference: str | os.PathLike, output
                 report["cluster_matching"] = matching
             else:
                 report = build_report(results, classes, options)
+            if options.panoptic:
+                _add_panoptic(report, results, classes, options)
             if options.audit:
                 from geoseg.evaluation.audit import write_audit
 
@@ -645,6 +672,31 @@ def evaluate(prediction: str | os.PathLike, reference: str | os.PathLike, output
             shutil.rmtree(work, ignore_errors=True)
     return report
 
+
+
+def _panoptic_scene(prediction: str, reference: str, options: EvaluateOptions, runner):
+    from geoseg.evaluation.panoptic_scenes import evaluate_panoptic_scene, panoptic_classes
+
+    with rasterio.open(prediction) as src:
+        tags, crs = src.tags(), src.crs
+    aoi = ()
+    if options.aoi:
+        import geopandas as gpd
+
+        aoi = tuple(gpd.read_file(options.aoi).to_crs(crs).geometry.values)
+    return evaluate_panoptic_scene(prediction, reference, panoptic_classes(options, tags, prediction), options,
+                                   runner, aoi)
+
+
+def _add_panoptic(report: dict, results: list, classes: ClassList, options: EvaluateOptions) -> None:
+    from geoseg.evaluation.panoptic import PanopticStats
+    from geoseg.evaluation.panoptic_scenes import panoptic_report
+
+    total = PanopticStats()
+    for r, scene in zip(results, report["scenes"]):
+        total += r.panoptic
+        scene["panoptic"] = panoptic_report(r.panoptic, classes, options.ignore)
+    report["panoptic"] = panoptic_report(total, classes, options.ignore)
 
 
 def _match_cluster_scenes(pairs, options: EvaluateOptions, runner, work: Path, results: list, audits: list):

@@ -166,6 +166,23 @@ class PanopticStats:
         return out
 
 
+def panoptic_block(stats: PanopticStats, categories: dict[int, dict]) -> dict:
+    """A report's ``panoptic`` block: All, Things, Stuff (NaN as None) and a row per category
+    (``categories``: id -> a mapping with ``name`` and ``isthing``, in report order)."""
+    isthing = {c: bool(v.get("isthing", 0)) for c, v in categories.items()}
+    res = stats.summary(isthing)
+
+    def num(v):
+        return None if v != v else float(v)
+
+    block = {k: {"pq": num(res[k]["pq"]), "sq": num(res[k]["sq"]), "rq": num(res[k]["rq"]), "n": res[k]["n"]}
+             for k in ("All", "Things", "Stuff")}
+    block["per_class"] = [{"id": c, "name": categories[c].get("name", str(c)), "isthing": isthing[c],
+                           **{k: float(v) if k in ("pq", "sq", "rq", "iou_sum") else int(v)
+                              for k, v in res["per_class"][c].items()}} for c in categories]
+    return block
+
+
 class SegmentError(ValueError):
     """A segment id that the pixels and the segment list disagree on (the caller names the file)."""
 
