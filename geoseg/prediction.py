@@ -65,6 +65,12 @@ class PredictOptions:
     # "crf": the class raster is the dense-CRF refinement of the blended probabilities (geoseg.refine.crf)
     refine: str | None = None
     crf: str | None = None  # CRF settings as key=value,... over the bundle's stored ones (extra.crf)
+    # NAME.panoptic.tif and .gpkg: a bundle with object channels gives both halves itself; ``instances``: a second
+    # bundle (instance model or object channels) gives the things, this one the stuff (geoseg.instances.panoptic)
+    panoptic: bool = False
+    instances: str | None = None
+    thing_score: float = 0.5  # instances scoring below are not things of the panoptic map
+    thing_overlap: float = 0.5  # an instance keeping less of its own mask than this after overlaps is dropped
 
     def __post_init__(self) -> None:
         check_blend(self.blend)
@@ -72,6 +78,9 @@ class PredictOptions:
         from geoseg.engines import check_engine
 
         check_engine(self.engine, self.precision)
+        from geoseg.instances.panoptic import PanopticRule
+
+        PanopticRule(self.thing_score, self.thing_overlap)
         if self.overviews not in ("nearest", "mode"):
             raise GeosegError(f"--overviews must be nearest or mode, got {self.overviews!r}")
         for name in ("score_threshold", "mask_threshold"):
@@ -93,12 +102,15 @@ class SceneOutputs:
     skipped: bool = False  # the outputs existed and were kept
     instances: Path | None = None  # NAME.instances.tif (instance bundles)
     instances_gpkg: Path | None = None  # NAME.instances.gpkg
+    panoptic: Path | None = None  # NAME.panoptic.tif (--panoptic, --instances)
+    panoptic_gpkg: Path | None = None  # NAME.panoptic.gpkg
     chunks: int = 0  # chunks of the scene
     chunks_resumed: int = 0  # of which an earlier, killed run had saved (see ``checkpoint``)
 
     @property
     def files(self) -> list[Path]:
-        return [p for p in (self.classes, self.probabilities, self.instances, self.instances_gpkg) if p is not None]
+        return [p for p in (self.classes, self.probabilities, self.instances, self.instances_gpkg, self.panoptic,
+                            self.panoptic_gpkg) if p is not None]
 
 
 def writes_instances(meta) -> bool:
@@ -107,17 +119,20 @@ def writes_instances(meta) -> bool:
 
 
 def output_paths(out_dir: Path, scene: str | os.PathLike, probabilities: bool, instances: bool = False,
-                 objects: bool = False) -> SceneOutputs:
+                 objects: bool = False, panoptic: bool = False) -> SceneOutputs:
     """A scene's outputs: ``instances`` (an instance bundle) writes only the instance files, ``objects`` (a
-    semantic bundle with object channels) both the class raster and the instance files."""
+    semantic bundle with object channels) both the class raster and the instance files; ``panoptic`` adds
+    NAME.panoptic.tif and .gpkg."""
     stem = output_stem(scene)
     if instances:
         return SceneOutputs(os.fspath(scene), None, None, instances=out_dir / f"{stem}.instances.tif",
                             instances_gpkg=out_dir / f"{stem}.instances.gpkg")
     return SceneOutputs(os.fspath(scene), out_dir / f"{stem}.classes.tif",
                         out_dir / f"{stem}.probs.tif" if probabilities else None,
-                        instances=out_dir / f"{stem}.instances.tif" if objects else None,
-                        instances_gpkg=out_dir / f"{stem}.instances.gpkg" if objects else None)
+                        instances=out_dir / f"{stem}.instances.tif" if objects or panoptic else None,
+                        instances_gpkg=out_dir / f"{stem}.instances.gpkg" if objects or panoptic else None,
+                        panoptic=out_dir / f"{stem}.panoptic.tif" if panoptic else None,
+                        panoptic_gpkg=out_dir / f"{stem}.panoptic.gpkg" if panoptic else None)
 
 
 def predict(bundle: str | os.PathLike, inputs: list[str] | str, out_dir: str | os.PathLike,
@@ -132,8 +147,15 @@ def predict(bundle: str | os.PathLike, inputs: list[str] | str, out_dir: str | o
     (default: ``{"GPU": 1}`` when a worker declares GPUs).
     """
     options = options or PredictOptions()
+    if options.instances is not None:
+        return _predict_with_instances(bundle, inputs, out_dir, options, client, checkpoint, resources)
     bundle = resolve_bundle(bundle)
     meta = read_meta(bundle)
+    if options.panoptic and meta.objects is None:
+        raise GeosegError("--panoptic needs a bundle with object channels, which gives stuff and things itself"
+                          + (" (this is an instance model: give a semantic bundle and --instances this one)"
+                             if is_instance_bundle(meta) else "; with this one give --instances BUNDLE for the "
+                                                              "things"), bundle)
     tile = meta.tile_size if options.tile_size is None else options.tile_size
     overlap = meta.overlap if options.overlap is None else options.overlap
     check_tiling(tile, overlap)
@@ -204,7 +226,8 @@ def predict(bundle: str | os.PathLike, inputs: list[str] | str, out_dir: str | o
                           runner.torch_threads)
         results = []
         for n, info in enumerate(infos, 1):
-            out = output_paths(out_dir, info.path, options.probabilities, instance, meta.objects is not None)
+            out = output_paths(out_dir, info.path, options.probabilities, instance, meta.objects is not None,
+                               options.panoptic)
             if not options.overwrite and all(p.exists() for p in out.files) and not options.coco_results:
                 done.append(replace(out, skipped=True))
                 continue
@@ -220,11 +243,69 @@ def predict(bundle: str | os.PathLike, inputs: list[str] | str, out_dir: str | o
                                     None if checkpoint is None else Path(checkpoint), meta.objects,
                                     _instance_writer(out, info, meta.classes, options.chunk_size,
                                                                      options.regularize), crf)
+                if options.panoptic:
+                    from geoseg.instances.panoptic import panoptic_classes, thing_classes
+
+                    pan, mapping = panoptic_classes(meta.classes, meta.classes, thing_classes(meta))
+                    _compose(out, info, meta.classes, pan, mapping, options)
             done.append(out)
         if options.coco_results:  # image_id: the scene's number in the run, in input order
             from geoseg.instances.io import write_json
 
             write_json(Path(options.coco_results), results)
+    return done
+
+
+def _compose(out: SceneOutputs, info, semantic, panoptic, mapping: dict, options: PredictOptions) -> None:
+    from geoseg.instances.panoptic import PanopticRule, compose
+
+    compose(out.classes, out.instances, out.instances_gpkg, info, semantic, panoptic, mapping,
+            PanopticRule(options.thing_score, options.thing_overlap), out.panoptic, out.panoptic_gpkg,
+            options.chunk_size, options.progress)
+
+
+def _predict_with_instances(bundle, inputs, out_dir, options: PredictOptions, client, checkpoint, resources
+                            ) -> list[SceneOutputs]:
+    """``--instances``: this bundle's class raster gives the stuff, the other bundle's instances the things."""
+    import shutil
+
+    from geoseg.instances.panoptic import panoptic_classes, thing_classes
+    from geoseg.io.output import tmp_folder
+
+    bundle, things_bundle = resolve_bundle(bundle), resolve_bundle(options.instances)
+    meta, things_meta = read_meta(bundle), read_meta(things_bundle)
+    if is_instance_bundle(meta):
+        raise GeosegError("with --instances, the first bundle gives the stuff: it must be a semantic model, not "
+                          f"an instance model ({meta.architecture})", bundle)
+    if not writes_instances(things_meta):
+        raise GeosegError("--instances needs a bundle that writes NAME.instances.tif (an instance model or object "
+                          f"channels); this is a semantic model ({things_meta.architecture})", things_bundle)
+    if meta.objects is not None:
+        raise GeosegError("this bundle gives its own things (object channels): use --panoptic without --instances",
+                          bundle)
+    instance_only = {n: None for n in ("score_threshold", "mask_threshold", "max_object_size", "coco_results")}
+    first = predict(bundle, inputs, out_dir, replace(options, instances=None, panoptic=False, regularize=False,
+                                                     **instance_only), client, checkpoint, resources)
+    pan, mapping = panoptic_classes(meta.classes, things_meta.classes, thing_classes(things_meta))
+    done = []
+    with output_dir(out_dir) as out:
+        work = tmp_folder(out, "instances")
+        try:
+            second = predict(things_bundle, inputs, work, replace(
+                options, instances=None, panoptic=False, probabilities=False, refine=None, crf=None, overwrite=True,
+                engine="auto" if is_instance_bundle(things_meta) else options.engine), client, None, resources)
+            for a, b in zip(first, second):
+                o = output_paths(out, a.scene, options.probabilities, False, False, True)
+                if not options.overwrite and all(p.exists() for p in o.files):
+                    done.append(replace(o, skipped=True))
+                    continue
+                for src, dst in ((b.instances, o.instances), (b.instances_gpkg, o.instances_gpkg)):
+                    os.replace(src, dst)
+                info = inspect_scene(a.scene, meta.bands, options.allow_no_crs)
+                _compose(o, info, meta.classes, pan, mapping, options)
+                done.append(o)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
     return done
 
 

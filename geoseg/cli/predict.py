@@ -35,13 +35,25 @@ from geoseg.cli.vectorize import vectorize_options
               help="CRF settings over the bundle's and the defaults, e.g. bilateral_sxy=60,iterations=10 "
                    "(gaussian_sxy 3, gaussian_weight 3, bilateral_sxy 80, bilateral_srgb 13, "
                    "bilateral_weight 10, iterations 5, halo 128).")
+@click.option("--panoptic", is_flag=True,
+              help="Also NAME.panoptic.tif (class id, instance id) and NAME.panoptic.gpkg (stuff regions per class, "
+                   "one polygon per thing): a bundle with object channels gives both halves itself.")
+@click.option("--instances", "instances_bundle", default=None,
+              help="A second bundle (instance model or object channels) giving the things of NAME.panoptic.tif; "
+                   "BUNDLE's class raster gives the stuff. Implies --panoptic.")
+@click.option("--thing-score", type=float, default=0.5, show_default=True,
+              help="Panoptic: instances scoring below this are not things (their pixels take the class raster's "
+                   "stuff).")
+@click.option("--thing-overlap", type=float, default=0.5, show_default=True,
+              help="Panoptic: an instance that keeps less than this share of its mask after higher-scoring masks "
+                   "took theirs is dropped.")
 @click.option("--vectorize", "do_vectorize", is_flag=True,
               help="Also vectorize each class raster into OUTPUT/NAME.gpkg (see geoseg vectorize).")
 @vectorize_options
 @debug_option
 def predict(bundle: str, inputs: tuple[str, ...], output: str, do_vectorize: bool, min_area: float,
             fill_holes: float, simplify: float, regularize: bool, split_touching: bool, split_classes: str | None,
-            split_depth: float, connectivity: str, all_classes: bool, **opts) -> None:
+            split_depth: float, connectivity: str, all_classes: bool, instances_bundle: str | None, **opts) -> None:
     """Predict class rasters for INPUTS (files, folders or globs) with BUNDLE.
 
     Writes OUTPUT/NAME.classes.tif (a COG with a colour map) per scene, and with
@@ -50,6 +62,7 @@ def predict(bundle: str, inputs: tuple[str, ...], output: str, do_vectorize: boo
     (instance ids); an instance bundle (maskrcnn) writes only those, and its overlap
     must be at least the largest object's size. --regularize squares the building
     footprints of NAME.instances.gpkg (and, with --vectorize, of NAME.gpkg).
+    --panoptic (or --instances BUNDLE2) also writes NAME.panoptic.tif and .gpkg.
     """
     from pathlib import Path
 
@@ -58,8 +71,9 @@ def predict(bundle: str, inputs: tuple[str, ...], output: str, do_vectorize: boo
     from geoseg.prediction import predict as run
 
     # --regularize: the instance footprints when the bundle writes them, and with --vectorize its polygons
-    instances_regularized = regularize and (not do_vectorize or writes_instances(read_meta(resolve_bundle(bundle))))
-    options = PredictOptions(regularize=instances_regularized, **opts)
+    things = read_meta(resolve_bundle(instances_bundle or bundle))
+    instances_regularized = regularize and (not do_vectorize or writes_instances(things))
+    options = PredictOptions(regularize=instances_regularized, instances=instances_bundle, **opts)
     vopts = None
     if do_vectorize:  # checked before any scene is predicted
         from geoseg.vector.vectorize import VectorizeOptions

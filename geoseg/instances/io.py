@@ -19,7 +19,8 @@ from geoseg.io.raster import SceneInfo
 
 LAYER = "instances"
 BATCH = 4096  # instances traced and written at a time
-FIELDS = ["instance_id", "class_id", "class_name", "score", "area_m2", "perimeter_m", "source"]
+# pixels: the instance's own mask, before overlaps with higher-scoring masks are resolved in NAME.instances.tif
+FIELDS = ["instance_id", "class_id", "class_name", "score", "area_m2", "perimeter_m", "pixels", "source"]
 
 
 def polygons(instances: list[Instance], transform: Affine) -> np.ndarray:
@@ -77,6 +78,7 @@ def write_gpkg(final: Path, instances: list[Instance], info: SceneInfo, classes:
                 "class_name": [names.get(q.label, f"class_{q.label}") for q in batch],
                 "score": np.array([q.score for q in batch], dtype=np.float64),
                 "area_m2": area, "perimeter_m": perim,
+                "pixels": np.array([int(q.mask.sum()) for q in batch], dtype=np.int64),
                 "source": ["tile" if q.parts == 1 else f"merged from {q.parts} tiles" for q in batch],
             }, geometry=list(geoms), crs=info.crs)
             pyogrio.write_dataframe(frame, tmp, layer=LAYER, driver="GPKG", geometry_type="MultiPolygon",

@@ -51,12 +51,13 @@ def resolve_inputs(inputs: list[str] | str, allow_no_crs: bool = False) -> list[
 
 def output_beside(classes: str | os.PathLike, suffix: str) -> str | None:
     """The output ``NAME<suffix>`` (``.probs.tif``, ``.instances.gpkg``) that ``predict`` wrote beside
-    ``NAME.classes.tif``, if it is there."""
+    ``NAME.classes.tif`` (or ``NAME.panoptic.tif``), if it is there."""
     name = Path(classes).name
-    if name.endswith(".classes.tif"):
-        cand = Path(classes).with_name(name[: -len(".classes.tif")] + suffix)
-        if cand.is_file():
-            return str(cand)
+    for own in (".classes.tif", ".panoptic.tif"):
+        if name.endswith(own):
+            cand = Path(classes).with_name(name[: -len(own)] + suffix)
+            if cand.is_file() and cand.name != name:
+                return str(cand)
     return None
 
 
