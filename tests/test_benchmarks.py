@@ -420,7 +420,7 @@ def test_bad_input_one_line_each(shared_data, tmp_path):
     voc = shared_data / "labelme" / "semantic_segmentation" / "data_dataset_voc"
     out = str(tmp_path / "out")
     _fails(["benchmark", "evaluate", "pascal", str(tmp_path), "-o", out], "valid: cityscapes, cityscapes-instances, "
-           "coco, folder, voc", tmp_path)
+           "cityscapes-panoptic, coco, coco-panoptic, folder, voc", tmp_path)
     preds = tmp_path / "preds"
     voc_predictions(voc, preds)
     (preds / "2011_000006.png").unlink()

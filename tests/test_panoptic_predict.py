@@ -16,8 +16,8 @@ import shapely
 from click.testing import CliRunner
 from rasterio.features import rasterize
 
-from geoseg.cli.main import cli
 from geoseg.classes import ClassList
+from geoseg.cli.main import cli
 from geoseg.data import RIO_IMAGE, RIO_LABELS
 from tests.conftest import make_linear_bundle
 
@@ -176,3 +176,31 @@ def test_overlap_rule_and_bad_options(tmp_path):
                                    str(tmp_path / "y"), "--panoptic"])
     assert res.exit_code != 0 and "--panoptic needs a bundle with object channels" in res.output
     assert not (tmp_path / "y").exists() or not any((tmp_path / "y").iterdir())
+
+
+def test_coco_panoptic_export_and_import_round_trip(panoptic_run, tmp_path):
+    """NAME.panoptic.tif -> COCO panoptic chips -> georeferenced rasters: every chip equals its window."""
+    stem = DEMO.stem
+    src_tif = panoptic_run / "a" / f"{stem}.panoptic.tif"
+    run("benchmark", "export", "coco-panoptic", str(src_tif), "-o", str(tmp_path / "chips"), "--chip-size", "256")
+    data = json.loads((tmp_path / "chips" / "panoptic.json").read_text())
+    assert [c["name"] for c in data["categories"]] == ["background", "building"]
+    assert data["categories"][1]["isthing"] == 1 and len(data["annotations"]) == len(data["images"]) > 10
+    # the exported chips score as themselves: PQ 1
+    rep = run("benchmark", "evaluate", "coco-panoptic", str(tmp_path / "chips" / "panoptic.json"), "--annotations",
+              str(tmp_path / "chips" / "panoptic.json"), "-o", str(tmp_path / "rep"))
+    assert "All: PQ 1.0000" in rep
+    out = run("benchmark", "import", "coco-panoptic", str(tmp_path / "chips" / "panoptic.json"), "-o",
+              str(tmp_path / "back"))
+    assert len(out.split()) == len(data["images"])
+    with rasterio.open(src_tif) as src:
+        for im in data["images"]:
+            want = src.read([1, 2], window=rasterio.windows.Window(im["col"], im["row"], im["width"], im["height"]))
+            with rasterio.open(tmp_path / "back" / f"{Path(im['file_name']).stem}.panoptic.tif") as got:
+                np.testing.assert_array_equal(got.read(), want)
+                assert got.crs == src.crs
+                assert got.transform == src.window_transform(
+                    rasterio.windows.Window(im["col"], im["row"], im["width"], im["height"]))
+    res = CliRunner().invoke(cli, ["benchmark", "export", "coco-panoptic", str(src_tif), str(RIO_LABELS), "-o",
+                                   str(tmp_path / "x")])
+    assert res.exit_code != 0 and "give no LABELS" in res.output

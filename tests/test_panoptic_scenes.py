@@ -17,7 +17,6 @@ from rasterio.transform import from_origin
 
 from geoseg.benchmarks.coco_panoptic import id_to_rgb
 from geoseg.cli.main import cli
-
 from tests.test_panoptic import assert_equal_to_official, official
 
 CLASSES = [{"id": 0, "name": "background", "color": "#000000", "vectorize": False},

@@ -245,4 +245,143 @@ def write_panoptic(folder: Path, json_path: Path, images: list[tuple[dict, np.nd
                                              "categories": categories}))
 
 
+def raster_to_segments(cls: np.ndarray, inst: np.ndarray, things: np.ndarray, reference: bool
+                       ) -> tuple[np.ndarray, list[dict]]:
+    """One chip of a (class, instance) raster as COCO panoptic segment ids 1.. and segments_info: a segment per
+    thing instance and per stuff class, VOID (class 255) 0; a reference's thing pixels without an instance are
+    crowd. Each segment records geoseg's ``instance_id`` (0 for stuff), so an import restores the raster."""
+    from geoseg.classes import NODATA
+    from geoseg.evaluation.panoptic import raster_segment_ids, split_segment_id
+
+    c = cls.astype(np.int64)
+    keys = raster_segment_ids(c, inst.astype(np.uint64), (c == NODATA) | (c < 0) | (c > 254), things)
+    u, inv = np.unique(keys, return_inverse=True)
+    inv = inv.reshape(keys.shape)
+    seg = np.arange(len(u), dtype=np.uint32) + (0 if len(u) and u[0] == VOID else 1)
+    ids = seg[inv]
+    area = np.bincount(inv.ravel(), minlength=len(u))
+    info = []
+    for k, key in enumerate(u.tolist()):
+        if key == VOID:
+            continue
+        cid, iid = split_segment_id(key)
+        ys, xs = np.nonzero(inv == k)
+        info.append({"id": int(seg[k]), "category_id": int(cid), "iscrowd": int(reference and bool(things[cid])
+                                                                                 and iid == 0),
+                     "area": int(area[k]), "bbox": [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1),
+                                                    int(ys.max() - ys.min() + 1)], "instance_id": int(iid)})
+    return ids, info
+
+
+def export_panoptic(rasters, output, chip_size: int = 512, overlap: int = 0, classes: str | None = None,
+                    reference: bool = False, overwrite: bool = False) -> Path:
+    """Two-band (class id, instance id) rasters (``NAME.panoptic.tif``, or panoptic references) cut into COCO
+    panoptic chips: ``OUTPUT/panoptic.json`` beside ``OUTPUT/panoptic/``; each image entry carries the chip's
+    CRS and transform, so :func:`import_panoptic` puts chips (and results on them) back on the map."""
+    import rasterio
+    from rasterio.windows import Window
+
+    from geoseg.benchmarks.export import _scenes, chip_windows
+    from geoseg.classes import ClassList, load_classes
+    from geoseg.io.output import output_dir
+
+    out = Path(output)
+    target = out / "panoptic.json"
+    if target.exists() and not overwrite:
+        raise GeosegError("already holds an export; pass --overwrite to replace it", out)
+    files = []
+    for item in rasters if isinstance(rasters, (list, tuple)) else [rasters]:
+        if os.path.isdir(item):  # a predict output folder: its panoptic rasters
+            found = sorted(str(p) for p in Path(item).glob("*.panoptic.tif"))
+            if not found:
+                raise GeosegError("folder holds no NAME.panoptic.tif (geoseg predict --panoptic writes them)", item)
+            files += found
+        else:
+            files += _scenes([os.fspath(item)])
+    images, cats = [], {}
+    for scene in files:
+        with rasterio.open(scene) as src:
+            if src.count < 2:
+                raise GeosegError(f"has {src.count} band; a panoptic raster has two (class id, instance id)", scene)
+            tags = src.tags()
+        if classes:
+            cl = load_classes(classes)
+        elif "GEOSEG_CLASSES" in tags:
+            cl = ClassList.from_dict({"classes": json.loads(tags["GEOSEG_CLASSES"])}, scene)
+        else:
+            raise GeosegError("has no geoseg class metadata; pass --classes", scene)
+        for c in cl:
+            cats.setdefault(c.id, {"id": c.id, "name": c.name, "isthing": int(c.isthing), "color": list(c.rgb)})
+    with output_dir(out):
+        for scene in files:
+            with rasterio.open(scene) as src:
+                things = np.zeros(256, bool)
+                for c in cats.values():
+                    things[c["id"]] = bool(c["isthing"])
+                stem = Path(scene).name.removesuffix(".tif").removesuffix(".panoptic")
+                for r, c, h, w in chip_windows(src.height, src.width, chip_size, overlap):
+                    win = Window(c, r, w, h)
+                    arr = src.read([1, 2], window=win)
+                    ids, info = raster_to_segments(arr[0], arr[1], things, reference)
+                    image = {"id": len(images) + 1, "file_name": f"{stem}_{r}_{c}.png", "height": h, "width": w,
+                             "scene": os.path.basename(scene), "row": r, "col": c,
+                             "crs": src.crs.to_wkt() if src.crs else None,
+                             "transform": list(src.window_transform(win).to_gdal())}
+                    images.append((image, ids, info))
+        write_panoptic(out / "panoptic", target, images, sorted(cats.values(), key=lambda c: c["id"]))
+    return out
+
+
+def import_panoptic(results, output, annotations=None, overwrite: bool = False) -> list[Path]:
+    """COCO panoptic chips (an export, or results on its chips: ``annotations`` gives the georeferencing) back
+    to two-band GeoTIFFs ``OUTPUT/NAME.panoptic.tif``: class = category_id, instance = the segment's
+    ``instance_id`` where recorded, else its segment id for things (0 for stuff); VOID 255."""
+    import rasterio
+    from rasterio import Affine
+
+    from geoseg.classes import NODATA
+    from geoseg.io.output import output_dir, tmp_name
+
+    res = PanopticSet(results, role="prediction")
+    geo = load_json(annotations, "annotation file") if annotations else res.data
+    images = {im["id"]: im for im in geo.get("images", [])}
+    cats = {c["id"]: c for c in geo.get("categories", res.data.get("categories", []))}
+    missing = [a["image_id"] for a in res.annotations if "transform" not in images.get(a["image_id"], {})]
+    if missing:
+        raise GeosegError(f"images {missing[:5]} carry no crs/transform: import needs chips exported by geoseg "
+                          "(pass their --annotations)", annotations or results)
+    out = Path(output)
+    written = []
+    with output_dir(out):
+        for ann in res.annotations:
+            im = images[ann["image_id"]]
+            ids, segs, file = res.read(ann)
+            cls = np.full(ids.shape, NODATA, np.uint32)
+            inst = np.zeros(ids.shape, np.uint32)
+            for s in ann["segments_info"]:
+                m = ids == int(s["id"])
+                cls[m] = int(s["category_id"])
+                thing = bool(cats.get(int(s["category_id"]), {}).get("isthing", 0))
+                inst[m] = int(s.get("instance_id", s["id"] if thing else 0))
+            final = out / f"{Path(str(ann['file_name'])).stem}.panoptic.tif"
+            if final.exists() and not overwrite:
+                raise GeosegError("exists; pass --overwrite to replace it", final)
+            tmp = tmp_name(final, "tif")
+            try:
+                with rasterio.open(tmp, "w", driver="GTiff", width=ids.shape[1], height=ids.shape[0], count=2,
+                                   dtype="uint32", crs=im.get("crs"), transform=Affine.from_gdal(*im["transform"]),
+                                   compress="DEFLATE") as d:
+                    d.write(np.stack([cls, inst]))
+                    d.update_tags(GEOSEG_CLASSES=json.dumps([
+                        {"id": c["id"], "name": c.get("name", str(c["id"])),
+                         "color": "#{:02x}{:02x}{:02x}".format(*c.get("color", (128, 128, 128))), "vectorize": True,
+                         **({"isthing": True} if c.get("isthing") else {})} for c in cats.values()]))
+                os.replace(tmp, final)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
+            written.append(final)
+    return written
+
+
 ADAPTER = register(COCOPanopticAdapter())

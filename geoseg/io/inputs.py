@@ -11,7 +11,7 @@ from geoseg.errors import GeosegError
 RASTER_SUFFIXES = (".tif", ".tiff")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")  # chips without georeferencing, taken with --allow-no-crs
 # What geoseg writes: never taken as a scene, even when the output folder is the input folder.
-OUTPUT_SUFFIXES = (".classes.tif", ".probs.tif", ".instances.tif", ".clusters.tif", ".segments.tif")
+OUTPUT_SUFFIXES = (".classes.tif", ".probs.tif", ".instances.tif", ".clusters.tif", ".segments.tif", ".panoptic.tif")
 
 
 def is_geoseg_output(path: str | os.PathLike) -> bool:
