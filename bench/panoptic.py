@@ -48,8 +48,8 @@ def make_sets(tile: int) -> tuple[Path, Path]:
         return gt_json, pred_json
     pred_dir = OUT / "predict"
     if not (pred_dir / f"{RIO.stem}.panoptic.tif").exists():
-        subprocess.run([sys.executable, "-m", "geoseg.cli.main", "predict", "buildings-rgb", str(RIO), "-o",
-                        str(pred_dir), "--panoptic", "--no-progress", "--overwrite"], check=True)
+        subprocess.run([sys.executable, "-c", "from geoseg.cli.main import main; main()", "predict", "buildings-rgb",
+                        str(RIO), "-o", str(pred_dir), "--panoptic", "--no-progress", "--overwrite"], check=True)
     with rasterio.open(pred_dir / f"{RIO.stem}.panoptic.tif") as src:
         pan, t, crs, shape = src.read(), src.transform, src.crs, (src.height, src.width)
     feats = gpd.read_file(LABELS).to_crs(crs)
@@ -59,8 +59,8 @@ def make_sets(tile: int) -> tuple[Path, Path]:
     for r in range(0, shape[0] - tile + 1, tile):
         for c in range(0, shape[1] - tile + 1, tile):
             image = {"id": len(gt_images) + 1, "file_name": f"r{r}_c{c}.jpg", "height": tile, "width": tile}
-            for side, cls, inst, out in (("gt", (ref_inst > 0).astype(np.int64), ref_inst, gt_images),
-                                         ("pred", pan[0].astype(np.int64), pan[1].astype(np.int64), pred_images)):
+            for cls, inst, out in (((ref_inst > 0).astype(np.int64), ref_inst, gt_images),
+                                   (pan[0].astype(np.int64), pan[1].astype(np.int64), pred_images)):
                 cls, inst = cls[r:r + tile, c:c + tile], inst[r:r + tile, c:c + tile]
                 key = np.where(cls == 255, -1, cls * (1 << 32) + np.where(cls == 1, inst, 0))
                 u, invr = np.unique(key, return_inverse=True)
