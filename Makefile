@@ -7,7 +7,7 @@ PIP_FLAGS ?= --disable-pip-version-check --quiet
 INSTALL_INPUTS := pyproject.toml setup.py $(wildcard geoseg/*/*.pyx geoseg/*/*.h)
 STAMP := build/.installed
 
-.PHONY: install test demo lint bench clean reference-env
+.PHONY: install test demo lint bench clean reference-env qgis-plugin
 
 install:
 	@if [ -f $(STAMP) ] && [ -z "$$(find $(INSTALL_INPUTS) -newer $(STAMP) 2>/dev/null)" ] \
@@ -41,6 +41,11 @@ demo: install
 
 lint: install
 	$(PYTHON) -m ruff check geoseg tests bench
+
+# The QGIS plugin zip (install it in QGIS: Plugins > Manage and Install Plugins > Install from ZIP); it needs no
+# geoseg install to build: the plugin runs the geoseg executable.
+qgis-plugin:
+	$(PYTHON) qgis_plugin/build.py build/geoseg_qgis.zip
 
 bench: install
 	bash bench/run_all.sh

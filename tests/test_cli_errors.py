@@ -133,3 +133,36 @@ def test_debug_shows_the_traceback(linear_bundle, tmp_path):
     r = run_cli("predict", linear_bundle, tmp_path / "nope.tif", "-o", tmp_path / "out", "--debug")
     assert r.exit_code == 1
     assert "Traceback" in r.stderr and "nope.tif: no such file" in r.stderr
+
+
+def test_evaluate_two_vector_files_says_what_the_prediction_must_be(tmp_path):
+    from geoseg.data import RIO_LABELS
+
+    res = CliRunner().invoke(cli, ["evaluate", str(RIO_LABELS), str(RIO_LABELS), "-o", str(tmp_path / "o")])
+    assert_one_line_error(res, "the prediction must be a class raster (NAME.classes.tif) or a GeoPackage geoseg wrote",
+                          str(RIO_LABELS))
+    assert not (tmp_path / "o").exists()
+
+
+def test_semicolons_and_exclamation_marks_in_scene_names(tmp_path):
+    """pyogrio and GDAL parse paths as URIs and cut file names at ';' and '!': geoseg's outputs are still
+    written (under plain temporary names) and read back (through links)."""
+    import shutil
+
+    from geoseg.data import RIO_IMAGE, RIO_LABELS
+
+    scene = tmp_path / "in" / "a;b!c.tif"
+    scene.parent.mkdir()
+    shutil.copy(RIO_IMAGE, scene)
+    out = tmp_path / "o;x"
+    res = CliRunner().invoke(cli, ["predict", "buildings-rgb", str(scene), "-o", str(out), "--panoptic",
+                                   "--no-progress", "--vectorize"])
+    assert res.exit_code == 0, res.output
+    names = sorted(p.name for p in out.iterdir())
+    assert "a;b!c.instances.gpkg" in names and "a;b!c.panoptic.gpkg" in names and "a;b!c.gpkg" in names
+    assert not [n for n in names if n.startswith(".") or n in ("a", "a;b")]
+    res = CliRunner().invoke(cli, ["evaluate", str(out / "a;b!c.panoptic.tif"), str(RIO_LABELS), "-o",
+                                   str(tmp_path / "e"), "--panoptic", "--reference-class", "building",
+                                   "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert "panoptic Things: PQ" in res.output and (tmp_path / "e" / "audit.gpkg").exists()

@@ -6,7 +6,9 @@ inflates them, and this kernel undoes the per-row filters in one pass without th
 decode images on threads. ``geoseg/benchmarks/images.py`` calls it.
 """
 
-from libc.stdint cimport uint8_t, uint64_t
+import numpy as np
+
+from libc.stdint cimport uint8_t, uint32_t, uint64_t
 from libc.string cimport memcpy
 from libc.stdlib cimport abs as iabs
 
@@ -174,3 +176,24 @@ cdef inline void _swap_pairs(uint8_t* row, Py_ssize_t n) noexcept nogil:
         t = row[x]
         row[x] = row[x + 1]
         row[x + 1] = t
+
+
+def rgb_ids(const uint8_t[:, :, ::1] rgb):
+    """Segment ids ``R + 256 G + 256² B`` of an (h, w, 3) uint8 image (COCO panoptic PNGs), as uint32, in one
+    pass without the GIL (a strided numpy assignment takes several times longer)."""
+    cdef Py_ssize_t h = rgb.shape[0], w = rgb.shape[1], i, n
+    if rgb.shape[2] != 3:
+        raise ValueError("an RGB image has 3 channels")
+    out = np.empty((h, w), dtype=np.uint32)
+    cdef uint32_t[:, ::1] o = out
+    cdef const uint8_t* p
+    cdef uint32_t* q
+    n = h * w
+    if n == 0:
+        return out
+    p = &rgb[0, 0, 0]
+    q = &o[0, 0]
+    with nogil:
+        for i in range(n):
+            q[i] = p[3 * i] | (<uint32_t>p[3 * i + 1] << 8) | (<uint32_t>p[3 * i + 2] << 16)
+    return out

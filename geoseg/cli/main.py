@@ -40,9 +40,16 @@ class GeosegGroup(click.Group):
 @click.version_option(__version__, prog_name="geoseg")
 @click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
 @click.option("-v", "--verbose", is_flag=True, help="Log progress messages.")
+@click.option("--progress-json", is_flag=True,
+              help='Progress as JSON lines on stderr instead of bars: {"progress": {"task", "done", "total", "unit"}} '
+                   "per update (for programs that run geoseg, such as the QGIS plugin).")
 @click.pass_context
-def cli(ctx: click.Context, debug: bool, verbose: bool) -> None:
+def cli(ctx: click.Context, debug: bool, verbose: bool, progress_json: bool) -> None:
     """Segment large GeoTIFFs: predict, vectorize, evaluate."""
+    if progress_json:
+        import os
+
+        os.environ["GEOSEG_PROGRESS"] = "json"  # child processes (workflow steps, Dask workers) too
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
     level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING

@@ -33,8 +33,9 @@ from geoseg.evaluation.clusters import UNMATCHED, RelabelledLabels
 from geoseg.evaluation.metrics import Confusion, match_objects
 from geoseg.inference.scheduler import open_runner, progress_bar, run_graph
 from geoseg.inference.tiling import Chunk, chunk_grid
-from geoseg.io.inputs import output_beside
+from geoseg.io.inputs import ogr_path, output_beside
 from geoseg.io.output import clean_stale, output_dir, tmp_folder, vector_write_errors, write_error
+from geoseg.io.raster import gdal_cache
 from geoseg.options import check_options
 from geoseg.vector.labels import VECTOR_SUFFIXES, Grid, RasterLabels, VectorLabels, is_vector, read_vectors
 
@@ -281,6 +282,10 @@ def evaluate_scene(prediction: str, reference: str, options: EvaluateOptions, ru
     pred_vec, ref_vec = is_vector(prediction), is_vector(reference)
     if pred_vec and ref_vec:
         if classes is None:
+            if not options.classes and not _is_geoseg_gpkg(prediction):
+                raise GeosegError("both sides are vector files, and the prediction is not a geoseg GeoPackage: the "
+                                  "prediction must be a class raster (NAME.classes.tif) or a GeoPackage geoseg wrote "
+                                  "(geoseg vectorize, NAME.instances.gpkg); the reference may be vectors", prediction)
             classes = _classes_for(options, {}, prediction)
         return _evaluate_vectors(prediction, reference, options, runner, audit_dir, classes)
     if pred_vec:
@@ -334,13 +339,30 @@ def evaluate_scene(prediction: str, reference: str, options: EvaluateOptions, ru
     return _evaluate_on_grid(grid, pred_src, ref_src, prediction, reference, options, runner, audit_dir, classes)
 
 
+def _is_geoseg_gpkg(path: str) -> bool:
+    """Whether ``path`` is a GeoPackage geoseg wrote (its layers carry geoseg's styles)."""
+    import sqlite3
+
+    if not path.lower().endswith(".gpkg") or not os.path.isfile(path):
+        return False
+    try:
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            return bool(con.execute("SELECT 1 FROM layer_styles WHERE description = 'geoseg class style' "
+                                    "LIMIT 1").fetchone())
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return False
+
+
 def _evaluate_vectors(prediction: str, reference: str, options: EvaluateOptions, runner, audit_dir, classes):
     """Vector against vector: both rasterized onto a grid (``--resolution`` or ``--grid``); objects from the polygons."""
     background = next((c.id for c in classes if not c.vectorize), 0)
     import pyogrio
 
     try:
-        crs = rasterio.crs.CRS.from_user_input(pyogrio.read_info(prediction)["crs"])
+        crs = rasterio.crs.CRS.from_user_input(pyogrio.read_info(ogr_path(prediction))["crs"])
     except Exception:
         crs = None
     if options.grid:
@@ -452,7 +474,7 @@ def _check_aoi(path: str) -> None:
     if not os.path.isfile(path):
         raise GeosegError("--aoi: no such file", path)
     try:
-        info = pyogrio.read_info(path)
+        info = pyogrio.read_info(ogr_path(path))
     except Exception as exc:  # pyogrio raises DataSourceError and friends for anything not a vector file
         raise GeosegError(f"--aoi: not a readable vector file ({' '.join(str(exc).split())[:160]})", path) from None
     if not info.get("features"):
@@ -513,7 +535,8 @@ class _CodeWriters:
     """Three temporary rasters: the class of each TP, FP and FN pixel."""
 
     def __init__(self, grid: Grid, folder: Path, scene: str) -> None:
-        self.paths = [folder / f".audit-{kind}-{scene}-{os.getpid()}.tif" for kind in ("tp", "fp", "fn")]
+        safe = re.sub(r"[;!]", "_", scene)  # GDAL's path parsing cuts file names there (see io.output.tmp_name)
+        self.paths = [folder / f".audit-{kind}-{safe}-{os.getpid()}.tif" for kind in ("tp", "fp", "fn")]
         profile = dict(driver="GTiff", width=grid.width, height=grid.height, count=1, dtype="uint8", nodata=NODATA,
                        crs=grid.crs, transform=grid.transform, tiled=True, blockxsize=512, blockysize=512,
                        compress="ZSTD")
@@ -633,7 +656,8 @@ def evaluate(prediction: str | os.PathLike, reference: str | os.PathLike, output
         try:
             results, classes, audits = [], None, []
             matching = None
-            with open_runner(options.scheduler, options.workers, client) as runner:
+            # GDAL's block cache bounded (its default, 5% of RAM, grows with the scene: every block is read once)
+            with open_runner(options.scheduler, options.workers, client) as runner, gdal_cache():
                 if options.match_clusters:
                     classes, matching = _match_cluster_scenes(pairs, options, runner, work, results, audits)
                 else:

@@ -259,11 +259,15 @@ def raster_segment_ids(classes: np.ndarray, instances: np.ndarray, void: np.ndar
                        ) -> np.ndarray:
     """Segment ids of a (class id, instance id) raster pair: ``(class + 1) << 32 | instance`` for things,
     ``(class + 1) << 32`` for stuff (one segment per class, whatever the instance band holds), 0 where
-    ``void``. ``things`` is a boolean lookup table over class ids."""
-    cls = classes.astype(np.int64)
-    thing = things[np.clip(cls, 0, len(things) - 1)]
-    ids = ((cls + 1).astype(np.uint64) << np.uint64(CLASS_SHIFT))
-    ids |= np.where(thing, instances, 0).astype(np.uint64)
+    ``void``. ``things`` is a boolean lookup table over class ids 0..255; class values outside it must be
+    ``void``. One uint64 array is made, the rest is in place."""
+    cls = np.minimum(classes, len(things) - 1) if classes.dtype.kind == "u" else np.clip(classes, 0, len(things) - 1)
+    thing = things[cls]
+    ids = cls.astype(np.uint64)
+    ids += np.uint64(1)
+    ids <<= np.uint64(CLASS_SHIFT)
+    inst = instances if instances.dtype.kind == "u" else instances.astype(np.uint64)
+    np.bitwise_or(ids, inst, out=ids, where=thing)
     ids[void] = VOID
     return ids
 

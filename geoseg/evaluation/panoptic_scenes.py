@@ -65,11 +65,11 @@ class PanopticRaster:
                         arr = vrt.read([1, 2], window=win)
         except RasterioError as exc:
             raise GeosegError(f"read failed at {win!r} ({exc})", self.path) from None
-        cls = arr[0].astype(np.int64)
-        void = np.zeros(cls.shape, bool) if self.nodata is None else arr[0] == self.nodata
+        cls = arr[0]
+        void = np.zeros(cls.shape, bool) if self.nodata is None else cls == self.nodata
         if self.warp:  # pixels the reprojection could not fill
-            void |= arr[0] == (self.nodata if self.nodata is not None else NODATA)
-        return cls, arr[1].astype(np.uint64), void
+            void |= cls == (self.nodata if self.nodata is not None else NODATA)
+        return cls, arr[1], void
 
 
 @dataclass(frozen=True)
@@ -82,9 +82,9 @@ class PanopticVectors:
     def read(self, grid: Grid, win: Window) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         from geoseg.vector.labels import read_instances
 
-        cls = self.labels.read(grid, win).astype(np.int64)
+        cls = self.labels.read(grid, win)
         inst, _ = read_instances(self.labels, grid, win)
-        return cls, inst.astype(np.uint64), np.zeros(cls.shape, bool)
+        return cls, inst, cls < 0
 
 
 @dataclass(frozen=True)
@@ -103,13 +103,20 @@ def panoptic_chunk(job: PanopticJob, chunk: Chunk) -> PairCounts:
     pc, pi, pv = job.prediction.read(job.grid, win)
     rc, ri, rv = job.reference.read(job.grid, win)
     lut = len(job.known) - 1
-    listed = job.listed[np.clip(pc, 0, lut)] & (pc >= 0) & (pc <= lut)
+    pcl = _lut_index(pc, lut)
+    listed = job.listed[pcl]
+    if pc.dtype.kind != "u" or pc.dtype.itemsize > 1:
+        listed &= pc == pcl  # values past the table are not classes
     wrong = ~pv & ~listed & (pc != NODATA)
     if wrong.any():
         raise GeosegError(f"holds class ids not in the class list: {sorted(set(pc[wrong].tolist()))[:8]} (at "
                           f"row {int(win.row_off)}, column {int(win.col_off)})", job.prediction.path)
-    pv |= ~listed | ~job.known[np.clip(pc, 0, lut)]
-    rv |= (rc < 0) | (rc > lut) | ~job.known[np.clip(rc, 0, lut)]
+    pv |= ~listed
+    pv |= ~job.known[pcl]
+    rcl = _lut_index(rc, lut)
+    rv |= ~job.known[rcl]
+    if rc.dtype.kind != "u" or rc.dtype.itemsize > 1:
+        rv |= rc != rcl
     if job.aoi:
         from rasterio.features import geometry_mask
         from rasterio.windows import transform as window_transform
@@ -118,6 +125,13 @@ def panoptic_chunk(job: PanopticJob, chunk: Chunk) -> PairCounts:
         pv |= outside
         rv |= outside
     return PairCounts.of(raster_segment_ids(rc, ri, rv, job.things), raster_segment_ids(pc, pi, pv, job.things))
+
+
+def _lut_index(values: np.ndarray, top: int) -> np.ndarray:
+    """``values`` clipped into a lookup table of ``top + 1`` entries (unsigned arrays without a copy to int64)."""
+    if values.dtype.kind == "u":
+        return np.minimum(values, top)
+    return np.clip(values, 0, top)
 
 
 def class_tables(classes: ClassList, ignore=()) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -178,11 +179,43 @@ class _NoBar:
         pass
 
 
+class JsonProgress:
+    """Progress as JSON lines on stderr, for programs that run geoseg (the QGIS plugin): one line when a task
+    starts and one per update, ``{"progress": {"task": NAME, "done": N, "total": M, "unit": UNIT}}``;
+    ``geoseg --progress-json COMMAND ...`` (or ``GEOSEG_PROGRESS=json``) turns it on."""
+
+    def __init__(self, total: int, name: str, unit: str) -> None:
+        self.total, self.name, self.unit, self.done = int(total), str(name), unit, 0
+        self._lock = threading.Lock()
+        self._emit()
+
+    def _emit(self) -> None:
+        import json
+        import sys
+
+        line = json.dumps({"progress": {"task": self.name, "done": self.done, "total": self.total,
+                                        "unit": self.unit}})
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+
+    def update(self, n: int) -> None:
+        with self._lock:
+            self.done += int(n)
+            self._emit()
+
+    def close(self) -> None:
+        pass
+
+
 def progress_bar(total: int, name: str, enabled: bool, unit: str = "chunk"):
-    """A tqdm bar on stderr (``done/total``), or a stand-in that shows nothing."""
+    """A tqdm bar on stderr (``done/total``), JSON lines in ``--progress-json`` mode, or a stand-in that shows
+    nothing."""
     if not enabled:
         return _NoBar()
     import sys
+
+    if os.environ.get("GEOSEG_PROGRESS") == "json":
+        return JsonProgress(total, name, unit)
 
     from tqdm import tqdm
 

@@ -78,6 +78,9 @@ def panoptic_classes(semantic: ClassList, instance_classes: ClassList, thing_ids
 def _instance_table(gpkg: Path) -> dict[str, np.ndarray]:
     import pyogrio
 
+    from geoseg.io.inputs import ogr_path
+
+    gpkg = ogr_path(gpkg)
     cols = [f for f in ("instance_id", "class_id", "score", "pixels") if f in
             pyogrio.read_info(gpkg, layer="instances")["fields"]]
     df = pyogrio.read_dataframe(gpkg, layer="instances", columns=cols, read_geometry=False)

@@ -61,6 +61,30 @@ def output_beside(classes: str | os.PathLike, suffix: str) -> str | None:
     return None
 
 
+_LINKS: dict[str, str] = {}
+
+
+def ogr_path(path: str | os.PathLike) -> str:
+    """A path pyogrio reads as the file it names. pyogrio parses paths as URIs and cuts a file name at ``;``
+    (URL parameters) or ``!`` (an archive member), so such a file is read through a symbolic link with a
+    plain name in a temporary folder (made once per file and process, removed at exit)."""
+    path = os.fspath(path)
+    name = os.path.basename(path)
+    if ";" not in name and "!" not in name:
+        return path
+    if path not in _LINKS:
+        import atexit
+        import shutil
+        import tempfile
+
+        folder = tempfile.mkdtemp(prefix="geoseg-link-")
+        atexit.register(shutil.rmtree, folder, True)
+        link = os.path.join(folder, name.replace(";", "_").replace("!", "_"))
+        os.symlink(os.path.abspath(path), link)
+        _LINKS[path] = link
+    return _LINKS[path]
+
+
 def output_stem(path: str | os.PathLike) -> str:
     """``scenes/a.tif`` -> ``a``."""
     name = Path(path).name

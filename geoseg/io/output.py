@@ -46,8 +46,13 @@ _TMP = re.compile(r"\.geoseg-tmp-(\d+)-")
 
 
 def tmp_name(final: Path, tag: str) -> Path:
-    """A hidden temporary name beside ``final``, unique to this process and thread."""
-    return final.with_name(f".{final.name}.geoseg-tmp-{os.getpid()}-{threading.get_ident()}.{tag}")
+    """A hidden temporary name beside ``final``, unique to this process and thread.
+
+    ``;`` and ``!`` in the final name become ``_`` here: pyogrio parses a file name as a URI, and cuts it at
+    either (a scene called ``a;b.tif`` would have its GeoPackage written as ``a``). The rename to the final
+    name is plain ``os.replace``."""
+    safe = final.name.replace(";", "_").replace("!", "_")
+    return final.with_name(f".{safe}.geoseg-tmp-{os.getpid()}-{threading.get_ident()}.{tag}")
 
 
 def tmp_folder(parent: Path, tag: str) -> Path:

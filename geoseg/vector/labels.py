@@ -143,9 +143,12 @@ def read_vectors(path: str, crs, class_field: str | None, classes: ClassList, ro
     import geopandas as gpd
     import pyogrio
 
+    from geoseg.io.inputs import ogr_path
+
+    source = ogr_path(path)
     try:
-        layers = [n for n, _ in pyogrio.list_layers(path) if n != "layer_styles"]
-        frames = [pyogrio.read_dataframe(path, layer=n) for n in layers]
+        layers = [n for n, _ in pyogrio.list_layers(source) if n != "layer_styles"]
+        frames = [pyogrio.read_dataframe(source, layer=n) for n in layers]
     except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError, OSError) as exc:
         raise GeosegError(f"not a readable vector file ({exc})", path) from None
     frames = [f for f in frames if isinstance(f, gpd.GeoDataFrame)]
