@@ -71,6 +71,8 @@ class PredictOptions:
     instances: str | None = None
     thing_score: float = 0.5  # instances scoring below are not things of the panoptic map
     thing_overlap: float = 0.5  # an instance keeping less of its own mask than this after overlaps is dropped
+    # web-map inputs (XYZ, WMS, WMTS through GDAL): the area to fetch and predict, read at the bundle's GSD
+    aoi: str | None = None
 
     def __post_init__(self) -> None:
         check_blend(self.blend)
@@ -180,6 +182,7 @@ def predict(bundle: str | os.PathLike, inputs: list[str] | str, out_dir: str | o
         from geoseg.refine.crf import CRFSettings
 
         crf = CRFSettings.parse(options.crf, meta.extra.get("crf"))
+    inputs = _fetch_web_inputs(inputs, options, out_dir, meta)
     scenes = resolve_inputs(inputs, options.allow_no_crs)
     if any(Path(s).parent.resolve() == Path(out_dir).resolve() for s in scenes):
         log.warning("%s: the output folder is also an input folder; geoseg's own outputs there "
@@ -254,6 +257,27 @@ def predict(bundle: str | os.PathLike, inputs: list[str] | str, out_dir: str | o
 
             write_json(Path(options.coco_results), results)
     return done
+
+
+def _fetch_web_inputs(inputs, options: PredictOptions, out_dir, meta) -> list[str]:
+    """Web-map inputs fetched for ``options.aoi`` at the bundle's GSD as ``OUT/NAME.webmap.tif`` (geoseg.io.webmap)."""
+    from geoseg.io.webmap import fetch, is_web_source
+
+    items = [os.fspath(i) for i in ([inputs] if isinstance(inputs, (str, os.PathLike)) else inputs)]
+    web = [i for i in items if is_web_source(i)]
+    if not web:
+        if options.aoi:
+            raise GeosegError("--aoi applies to web-map inputs (XYZ, WMS, WMTS: a GDAL service XML file or "
+                              "connection string); local scenes are predicted whole")
+        return items
+    if not options.aoi:
+        raise GeosegError("a web-map input needs --aoi (a vector file of the area to fetch and predict)", web[0])
+    if not os.path.isfile(options.aoi):
+        raise GeosegError("--aoi: no such file", options.aoi)
+    if not meta.gsd:
+        raise GeosegError("the bundle records no GSD, so the web map's pixel size is unknown", options.aoi)
+    with output_dir(out_dir) as out:
+        return [os.fspath(fetch(i, options.aoi, float(meta.gsd), out)) if i in web else i for i in items]
 
 
 def _compose(out: SceneOutputs, info, semantic, panoptic, mapping: dict, options: PredictOptions) -> None:

@@ -47,6 +47,9 @@ from geoseg.cli.vectorize import vectorize_options
 @click.option("--thing-overlap", type=float, default=0.5, show_default=True,
               help="Panoptic: an instance that keeps less than this share of its mask after higher-scoring masks "
                    "took theirs is dropped.")
+@click.option("--aoi", type=click.Path(dir_okay=False), default=None,
+              help="Web-map inputs (XYZ, WMS, WMTS: a GDAL service XML file or connection string): the area to fetch "
+                   "and predict, read at the model's pixel size into OUTPUT/NAME.webmap.tif.")
 @click.option("--vectorize", "do_vectorize", is_flag=True,
               help="Also vectorize each class raster into OUTPUT/NAME.gpkg (see geoseg vectorize).")
 @vectorize_options

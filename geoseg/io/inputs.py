@@ -11,7 +11,8 @@ from geoseg.errors import GeosegError
 RASTER_SUFFIXES = (".tif", ".tiff")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")  # chips without georeferencing, taken with --allow-no-crs
 # What geoseg writes: never taken as a scene, even when the output folder is the input folder.
-OUTPUT_SUFFIXES = (".classes.tif", ".probs.tif", ".instances.tif", ".clusters.tif", ".segments.tif", ".panoptic.tif")
+OUTPUT_SUFFIXES = (".classes.tif", ".probs.tif", ".instances.tif", ".clusters.tif", ".segments.tif", ".panoptic.tif",
+                   ".webmap.tif")
 
 
 def is_geoseg_output(path: str | os.PathLike) -> bool:
@@ -86,8 +87,10 @@ def ogr_path(path: str | os.PathLike) -> str:
 
 
 def output_stem(path: str | os.PathLike) -> str:
-    """``scenes/a.tif`` -> ``a``."""
+    """``scenes/a.tif`` -> ``a`` (and a fetched web map ``out/a.webmap.tif`` -> ``a``)."""
     name = Path(path).name
+    if name.lower().endswith(".webmap.tif"):
+        return name[: -len(".webmap.tif")]
     for suffix in RASTER_SUFFIXES:
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
