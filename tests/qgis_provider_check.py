@@ -3,7 +3,7 @@
 Run by tests/test_qgis_plugin.py with Debian's /usr/bin/python3 and QT_QPA_PLATFORM=offscreen:
 
     python3 qgis_provider_check.py PLUGINS_DIR list
-    python3 qgis_provider_check.py PLUGINS_DIR run ALGORITHM PARAMS_JSON
+    python3 qgis_provider_check.py PLUGINS_DIR run ALGORITHM PARAMS_JSON [PROVIDER:LAYER_URI]
     python3 qgis_provider_check.py PLUGINS_DIR cancel ALGORITHM PARAMS_JSON
     python3 qgis_provider_check.py PLUGINS_DIR installed     (load it as QGIS loads plugins from a profile)
 """
@@ -59,6 +59,11 @@ def main() -> None:
                                   bool(p.flags() & p.FlagOptional)] for p in alg.parameterDefinitions()]}))
         return
     alg_id, params = args[0], json.loads(args[1])
+    if len(args) > 2:  # INPUT is a web layer: "PROVIDER:URI", made a layer of the project
+        provider_key, uri = args[2].split(":", 1)
+        layer = QgsRasterLayer(uri, "basemap", provider_key)
+        QgsProject.instance().addMapLayer(layer)
+        params["INPUT"] = layer
 
     class Feedback(QgsProcessingFeedback):
         def __init__(self):

@@ -58,7 +58,9 @@ def test_provider_lists_its_algorithms_and_parameters():
     algs = {a["id"]: a for a in qgis("list")}
     assert sorted(algs) == ["geoseg:evaluate", "geoseg:predict", "geoseg:run", "geoseg:vectorize"]
     params = {p[0]: p for p in algs["geoseg:predict"]["parameters"]}
-    assert list(params) == ["INPUT", "MODEL", "ENGINE", "CHUNK_SIZE", "VECTORIZE", "REGULARIZE", "PANOPTIC", "OUTPUT"]
+    assert list(params) == ["INPUT", "MODEL", "ENGINE", "CHUNK_SIZE", "VECTORIZE", "REGULARIZE", "PANOPTIC", "EXTENT",
+                            "OUTPUT"]
+    assert params["EXTENT"][1] == "extent" and params["EXTENT"][3]  # optional: web basemaps only
     assert params["INPUT"][1] == "raster" and params["MODEL"][2] == "buildings-rgb" and params["CHUNK_SIZE"][2] == 2048
     assert params["OUTPUT"][1] == "folderDestination"
     assert [p[0] for p in algs["geoseg:evaluate"]["parameters"]][:2] == ["PREDICTION", "REFERENCE"]
@@ -172,3 +174,33 @@ def test_qgis_process_runs_the_plugin_from_a_fresh_profile(tmp_path):
     r = subprocess.run([exe, "run", "geoseg:predict", f"--INPUT={RIO_IMAGE}", "--MODEL=no-such-model",
                         f"--OUTPUT={tmp_path / 'bad'}"], capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode != 0 and "geoseg: error:" in r.stdout + r.stderr
+
+
+def test_predict_on_an_xyz_basemap_layer(tmp_path):
+    """An XYZ tile layer (QGIS's wms provider) with an EXTENT is fetched and predicted; the result equals the
+    command line's on the same service and AOI; without EXTENT it is one line."""
+    import geopandas as gpd
+
+    from tests.test_webmap import TileServer, aoi_file, make_tiles
+
+    (tmp_path / "tiles").mkdir()
+    server = TileServer(make_tiles(tmp_path / "tiles")[1])
+    try:
+        uri = f"wms:type=xyz&url=http://127.0.0.1:{server.port}/{{z}}/{{x}}/{{y}}.png&zmax=18&zmin=0"
+        aoi = aoi_file(tmp_path)
+        x0, y0, x1, y1 = gpd.read_file(aoi).total_bounds
+        extent = f"{x0},{x1},{y0},{y1} [EPSG:4326]"
+        [res] = qgis("run", "geoseg:predict", json.dumps({"EXTENT": extent, "OUTPUT": str(tmp_path / "q")}), uri)
+        assert "error" not in res, res
+        xml = server.xml(tmp_path / "basemap.xml")
+        subprocess.run([str(GEOSEG), "predict", "buildings-rgb", str(xml), "--aoi", str(aoi), "-o",
+                        str(tmp_path / "c"), "--no-progress"], check=True, capture_output=True)
+        import rasterio
+
+        with rasterio.open(tmp_path / "q" / "basemap.classes.tif") as a, \
+                rasterio.open(tmp_path / "c" / "basemap.classes.tif") as b:
+            assert (a.read() == b.read()).all() and a.transform == b.transform
+        [res] = qgis("run", "geoseg:predict", json.dumps({"OUTPUT": str(tmp_path / "n")}), uri)
+        assert res["error"] == "INPUT: 'basemap' is a web basemap: give EXTENT, the area to fetch and predict"
+    finally:
+        server.close()

@@ -16,6 +16,7 @@ from qgis.core import (
     QgsProcessingOutputFolder,
     QgsProcessingParameterBoolean,
     QgsProcessingParameterEnum,
+    QgsProcessingParameterExtent,
     QgsProcessingParameterFile,
     QgsProcessingParameterFileDestination,
     QgsProcessingParameterFolderDestination,
@@ -37,9 +38,29 @@ def local_file(alg, parameters, name: str, context) -> str:
     source = layer.source().split("|")[0]
     if layer.providerType() != "gdal" or not os.path.isfile(source):
         raise QgsProcessingException(f"{name}: layer '{layer.name()}' is not a local raster file "
-                                     f"({layer.providerType()} source); geoseg reads GeoTIFFs on disk: save the "
-                                     "layer as a GeoTIFF first")
+                                     f"({layer.providerType()} source); geoseg reads GeoTIFFs on disk and XYZ "
+                                     "basemaps (with EXTENT): save the layer as a GeoTIFF first")
     return source
+
+
+def xyz_service(layer) -> str | None:
+    """A GDAL WMS service description (TMS) for a QGIS XYZ tile layer, or None for any other layer."""
+    from urllib.parse import parse_qsl
+
+    if layer.providerType() != "wms":
+        return None
+    params = dict(parse_qsl(layer.source(), keep_blank_values=True))
+    if params.get("type") != "xyz" or not params.get("url"):
+        return None
+    url = params["url"].replace("{z}", "${z}").replace("{x}", "${x}").replace("{y}", "${y}")
+    url = url.replace("&", "&amp;")
+    level = int(params.get("zmax", 19))
+    world = 20037508.342789244
+    return (f"<GDAL_WMS><Service name=\"TMS\"><ServerUrl>{url}</ServerUrl></Service><DataWindow>"
+            f"<UpperLeftX>{-world}</UpperLeftX><UpperLeftY>{world}</UpperLeftY><LowerRightX>{world}</LowerRightX>"
+            f"<LowerRightY>{-world}</LowerRightY><TileLevel>{level}</TileLevel><TileCountX>1</TileCountX>"
+            "<TileCountY>1</TileCountY><YOrigin>top</YOrigin></DataWindow><Projection>EPSG:3857</Projection>"
+            "<BlockSizeX>256</BlockSizeX><BlockSizeY>256</BlockSizeY><BandsCount>3</BandsCount></GDAL_WMS>")
 
 
 def gpkg_layers(path: str) -> list[str]:
@@ -150,14 +171,44 @@ class Predict(GeosegAlgorithm):
                                                         defaultValue=False))
         self.addParameter(QgsProcessingParameterBoolean("PANOPTIC", "Also panoptic output (NAME.panoptic.tif)",
                                                         defaultValue=False))
+        self.addParameter(QgsProcessingParameterExtent("EXTENT", "Area to fetch and predict (web basemaps)",
+                                                       optional=True))
         self.addParameter(QgsProcessingParameterFolderDestination("OUTPUT", "Output folder"))
         self.addOutput(QgsProcessingOutputFolder("OUTPUT_FOLDER", "Output folder"))
 
+    def scene(self, parameters, context) -> list[str]:
+        """The scene argument: the local file, or for an XYZ basemap its service description and ``--aoi``."""
+        layer = self.parameterAsRasterLayer(parameters, "INPUT", context)
+        service = xyz_service(layer) if layer is not None else None
+        if service is None:
+            return [local_file(self, parameters, "INPUT", context)]
+        import json
+        import tempfile
+
+        from qgis.core import QgsCoordinateReferenceSystem
+
+        if not parameters.get("EXTENT"):
+            raise QgsProcessingException(f"INPUT: '{layer.name()}' is a web basemap: give EXTENT, the area to fetch "
+                                         "and predict")
+        wgs84 = QgsCoordinateReferenceSystem("EPSG:4326")
+        r = self.parameterAsExtent(parameters, "EXTENT", context, wgs84)
+        folder = tempfile.mkdtemp(prefix="geoseg-webmap-")
+        xml = os.path.join(folder, f"{layer.name() or 'basemap'}.xml")
+        with open(xml, "w") as f:
+            f.write(service)
+        aoi = os.path.join(folder, "aoi.geojson")
+        ring = [[r.xMinimum(), r.yMinimum()], [r.xMaximum(), r.yMinimum()], [r.xMaximum(), r.yMaximum()],
+                [r.xMinimum(), r.yMaximum()], [r.xMinimum(), r.yMinimum()]]
+        with open(aoi, "w") as f:
+            json.dump({"type": "FeatureCollection", "features": [{"type": "Feature", "properties": {},
+                       "geometry": {"type": "Polygon", "coordinates": [ring]}}]}, f)
+        return [xml, "--aoi", aoi]
+
     def arguments(self, parameters, context) -> list[str]:
-        scene = local_file(self, parameters, "INPUT", context)
+        scene = self.scene(parameters, context)
         model = self.parameterAsString(parameters, "MODEL", context).strip()
         out = self.parameterAsString(parameters, "OUTPUT", context)
-        args = [model, scene, "-o", out, "--engine", ENGINES[self.parameterAsEnum(parameters, "ENGINE", context)],
+        args = [model, *scene, "-o", out, "--engine", ENGINES[self.parameterAsEnum(parameters, "ENGINE", context)],
                 "--chunk-size", str(self.parameterAsInt(parameters, "CHUNK_SIZE", context)), "--overwrite"]
         for flag, name in (("--vectorize", "VECTORIZE"), ("--regularize", "REGULARIZE"), ("--panoptic", "PANOPTIC")):
             if self.parameterAsBool(parameters, name, context):
