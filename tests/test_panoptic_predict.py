@@ -204,3 +204,47 @@ def test_coco_panoptic_export_and_import_round_trip(panoptic_run, tmp_path):
     res = CliRunner().invoke(cli, ["benchmark", "export", "coco-panoptic", str(src_tif), str(RIO_LABELS), "-o",
                                    str(tmp_path / "x")])
     assert res.exit_code != 0 and "give no LABELS" in res.output
+
+
+def test_benchmark_predict_coco_panoptic_scores_as_pq_compute(tmp_path):
+    """benchmark predict coco-panoptic: the demo crop's chips through buildings-rgb --panoptic, written as COCO
+    panoptic results; scored by geoseg and by pq_compute alike."""
+    from PIL import Image
+    from rasterio.features import rasterize
+
+    from geoseg.benchmarks.coco_panoptic import raster_to_segments, write_panoptic
+    from tests.test_panoptic import assert_equal_to_official, official
+
+    with rasterio.open(DEMO) as src:
+        img, t, crs, shape = src.read([1, 2, 3]), src.transform, src.crs, (src.height, src.width)
+    feats = gpd.read_file(RIO_LABELS).to_crs(crs)
+    inst = rasterize(((g, i + 1) for i, g in enumerate(feats.geometry)), out_shape=shape, transform=t, dtype="int64")
+    things = np.zeros(256, bool)
+    things[1] = True
+    (tmp_path / "images").mkdir()
+    entries = []
+    for r in range(0, shape[0] - 384 + 1, 384):
+        for c in range(0, shape[1] - 384 + 1, 384):
+            name = f"chip_{r}_{c}"
+            Image.fromarray(np.moveaxis(img[:, r:r + 384, c:c + 384], 0, -1)).save(tmp_path / "images" / f"{name}.png")
+            i = inst[r:r + 384, c:c + 384]
+            ids, info = raster_to_segments((i > 0).astype(np.int64), i, things, reference=True)
+            entries.append(({"id": len(entries) + 1, "file_name": f"{name}.png", "height": 384, "width": 384}, ids,
+                            info))
+    cats = [{"id": 0, "name": "background", "isthing": 0}, {"id": 1, "name": "building", "isthing": 1}]
+    write_panoptic(tmp_path / "gt", tmp_path / "gt.json", entries, cats)
+    out = run("benchmark", "predict", "coco-panoptic", "buildings-rgb", "--root", str(tmp_path / "images"),
+              "--annotations", str(tmp_path / "gt.json"), "-o", str(tmp_path / "preds"), "--no-progress")
+    assert "panoptic results:" in out
+    pred = tmp_path / "preds" / "panoptic.json"
+    data = json.loads(pred.read_text())
+    assert [a["image_id"] for a in data["annotations"]] == list(range(1, len(entries) + 1))
+    theirs = official("coco", str(tmp_path / "gt.json"), str(tmp_path / "gt"), str(pred), str(pred.with_suffix("")))
+    rep = run("benchmark", "evaluate", "coco-panoptic", str(pred), "--annotations", str(tmp_path / "gt.json"),
+              "-o", str(tmp_path / "rep"))
+    ours = json.loads((tmp_path / "rep" / "report.json").read_text())["panoptic"]
+    assert_equal_to_official(ours, theirs)
+    assert ours["Things"]["pq"] > 0.1 and "Things: PQ" in rep
+    res = CliRunner().invoke(cli, ["benchmark", "predict", "coco-panoptic", "buildings-rgb", "--root",
+                                   str(tmp_path / "images"), "-o", str(tmp_path / "x")])
+    assert res.exit_code != 0 and "needs --annotations" in res.output

@@ -122,6 +122,14 @@ class CityscapesPanoptic:
         _publish(report, output, overwrite)
         return report
 
+    def prediction_targets(self, root, split=None, annotations=None) -> tuple[list, list]:
+        """(frame, frame, leftImg8bit path) of the split's images, and the 19 classes as categories."""
+        from geoseg.benchmarks.cityscapes import Cityscapes
+
+        if annotations is not None:
+            raise GeosegError("--annotations does not apply to cityscapes-panoptic (give --root and --split)")
+        return [(f, f, p) for f, p in Cityscapes().images(root, split or "val")], categories()
+
     def score(self, predictions, root, split: str = "val", allow_missing: bool = False) -> dict:
         stats, cats, images = score(results_json(predictions), ground_truth(root, split), allow_missing=allow_missing)
         return report_of(self.name, stats, cats, images, root=str(root), split=split)

@@ -198,6 +198,22 @@ class COCOPanopticAdapter:
         _publish(report, output, overwrite)
         return report
 
+    def prediction_targets(self, root, split=None, annotations=None) -> tuple[list, list]:
+        """(image_id, name, image path) of every image of ``annotations`` under ``root``, and the categories."""
+        if annotations is None:
+            raise GeosegError("benchmark predict coco-panoptic needs --annotations (its images are predicted)")
+        if split is not None:
+            raise GeosegError("--split does not apply to coco-panoptic (the annotations list the images)")
+        gt = load_json(annotations, "annotation file")
+        categories_of(gt, annotations)
+        images = []
+        for im in gt.get("images", []):
+            path = Path(root) / str(im["file_name"])
+            if not path.is_file():
+                raise GeosegError(f"image {im['id']} is not under --root", path)
+            images.append((im["id"], Path(str(im["file_name"])).stem, path))
+        return images, gt["categories"]
+
     def score(self, predictions, annotations, allow_missing: bool = False) -> dict:
         stats, categories, images = score(predictions, PanopticSet(annotations), allow_missing=allow_missing)
         return report_of(self.name, stats, categories, images, annotations=str(annotations))

@@ -13,16 +13,25 @@ from geoseg.cli.options import debug_option, overwrite_opt, raster_processing_op
 @click.option("--root", required=True, type=click.Path(file_okay=False), help="The benchmark's root folder.")
 @click.option("--split", default=None)
 @click.option("--classes", type=click.Path(dir_okay=False), help="folder: the class-list YAML.")
+@click.option("--annotations", type=click.Path(dir_okay=False),
+              help="coco-panoptic: the annotation JSON whose images (under --root) are predicted.")
+@click.option("--instances", "instances_bundle", default=None,
+              help="Panoptic adapters: a second bundle giving the things (see geoseg predict --instances).")
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False))
 @raster_processing_options
 @debug_option
-def predict(adapter, bundle, root, split, classes, output, **opts) -> None:
-    """Run BUNDLE over the benchmark's images; write predictions in its own format."""
+def predict(adapter, bundle, root, split, classes, annotations, instances_bundle, output, **opts) -> None:
+    """Run BUNDLE over the benchmark's images; write predictions in its own format (panoptic adapters: a results
+    JSON, OUTPUT/panoptic.json, beside its PNG folder)."""
     from geoseg.benchmarks.predict import predict as run
     from geoseg.prediction import PredictOptions
 
     opts.pop("allow_no_crs")
-    files = run(adapter, bundle, output, root, split, classes, PredictOptions(**opts))
+    files = run(adapter, bundle, output, root, split, classes, PredictOptions(instances=instances_bundle, **opts),
+                annotations=annotations)
+    if files and files[0].name == "panoptic.json":
+        click.echo(f"panoptic results: {files[0]} (segment PNGs in {files[0].with_suffix('')})")
+        return
     click.echo(f"{len(files)} predictions in {output}")
 
 
