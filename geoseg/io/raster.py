@@ -188,7 +188,7 @@ def ground_sample_distance(info: SceneInfo) -> float | None:
     return float(np.sqrt(abs(ew) * abs(ns)))
 
 
-GDAL_CACHE_MB = 128
+GDAL_CACHE_MB = 32
 
 
 @contextlib.contextmanager
