@@ -285,7 +285,7 @@ def _compose(out: SceneOutputs, info, semantic, panoptic, mapping: dict, options
 
     compose(out.classes, out.instances, out.instances_gpkg, info, semantic, panoptic, mapping,
             PanopticRule(options.thing_score, options.thing_overlap), out.panoptic, out.panoptic_gpkg,
-            options.chunk_size, options.progress)
+            options.chunk_size)
 
 
 def _predict_with_instances(bundle, inputs, out_dir, options: PredictOptions, client, checkpoint, resources

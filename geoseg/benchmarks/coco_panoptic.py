@@ -229,10 +229,10 @@ def report_of(adapter: str, stats: PanopticStats, categories: dict, images: list
 
 
 def _publish(report: dict, output, overwrite: bool) -> None:
+    from geoseg.benchmarks.instance_report import panoptic_html, panoptic_markdown
     from geoseg.benchmarks.semantic import publish
-    from geoseg.evaluation.report import panoptic_html_page, panoptic_markdown_page
 
-    publish(report, None, None, output, overwrite, markdown=panoptic_markdown_page, html=panoptic_html_page)
+    publish(report, None, None, output, overwrite, markdown=panoptic_markdown, html=panoptic_html)
 
 
 def write_panoptic(folder: Path, json_path: Path, images: list[tuple[dict, np.ndarray, list[dict]]],
@@ -241,20 +241,14 @@ def write_panoptic(folder: Path, json_path: Path, images: list[tuple[dict, np.nd
     annotation in ``json_path``; every file under a temporary name, then renamed."""
     from PIL import Image
 
-    from geoseg.io.output import atomic_write_text, tmp_name
+    from geoseg.io.output import atomic_write_text, replacing
 
     folder.mkdir(parents=True, exist_ok=True)
     anns = []
     for image, ids, info in images:
         name = f"{Path(str(image['file_name'])).stem}.png"
-        final = folder / name
-        tmp = tmp_name(final, "png")
-        try:
+        with replacing(folder / name, "png") as tmp:
             Image.fromarray(id_to_rgb(ids), "RGB").save(tmp, format="PNG")
-            os.replace(tmp, final)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
         anns.append({"image_id": image["id"], "file_name": name, "segments_info": info})
     atomic_write_text(json_path, json.dumps({"images": [i for i, _, _ in images], "annotations": anns,
                                              "categories": categories}))
@@ -327,12 +321,12 @@ def export_panoptic(rasters, output, chip_size: int = 512, overlap: int = 0, cla
             raise GeosegError("has no geoseg class metadata; pass --classes", scene)
         for c in cl:
             cats.setdefault(c.id, {"id": c.id, "name": c.name, "isthing": int(c.isthing), "color": list(c.rgb)})
+    things = np.zeros(256, bool)
+    for c in cats.values():
+        things[c["id"]] = bool(c["isthing"])
     with output_dir(out):
         for scene in files:
             with rasterio.open(scene) as src:
-                things = np.zeros(256, bool)
-                for c in cats.values():
-                    things[c["id"]] = bool(c["isthing"])
                 stem = Path(scene).name.removesuffix(".tif").removesuffix(".panoptic")
                 for r, c, h, w in chip_windows(src.height, src.width, chip_size, overlap):
                     win = Window(c, r, w, h)
@@ -355,7 +349,7 @@ def import_panoptic(results, output, annotations=None, overwrite: bool = False) 
     from rasterio import Affine
 
     from geoseg.classes import NODATA
-    from geoseg.io.output import output_dir, tmp_name
+    from geoseg.io.output import output_dir, replacing
 
     res = PanopticSet(results, role="prediction")
     geo = load_json(annotations, "annotation file") if annotations else res.data
@@ -365,6 +359,9 @@ def import_panoptic(results, output, annotations=None, overwrite: bool = False) 
     if missing:
         raise GeosegError(f"images {missing[:5]} carry no crs/transform: import needs chips exported by geoseg "
                           "(pass their --annotations)", annotations or results)
+    tags = json.dumps([{"id": c["id"], "name": c.get("name", str(c["id"])),
+                        "color": "#{:02x}{:02x}{:02x}".format(*c.get("color", (128, 128, 128))), "vectorize": True,
+                        **({"isthing": True} if c.get("isthing") else {})} for c in cats.values()])
     out = Path(output)
     written = []
     with output_dir(out):
@@ -381,20 +378,11 @@ def import_panoptic(results, output, annotations=None, overwrite: bool = False) 
             final = out / f"{Path(str(ann['file_name'])).stem}.panoptic.tif"
             if final.exists() and not overwrite:
                 raise GeosegError("exists; pass --overwrite to replace it", final)
-            tmp = tmp_name(final, "tif")
-            try:
-                with rasterio.open(tmp, "w", driver="GTiff", width=ids.shape[1], height=ids.shape[0], count=2,
-                                   dtype="uint32", crs=im.get("crs"), transform=Affine.from_gdal(*im["transform"]),
-                                   compress="DEFLATE") as d:
-                    d.write(np.stack([cls, inst]))
-                    d.update_tags(GEOSEG_CLASSES=json.dumps([
-                        {"id": c["id"], "name": c.get("name", str(c["id"])),
-                         "color": "#{:02x}{:02x}{:02x}".format(*c.get("color", (128, 128, 128))), "vectorize": True,
-                         **({"isthing": True} if c.get("isthing") else {})} for c in cats.values()]))
-                os.replace(tmp, final)
-            except BaseException:
-                tmp.unlink(missing_ok=True)
-                raise
+            with replacing(final, "tif") as tmp, rasterio.open(
+                    tmp, "w", driver="GTiff", width=ids.shape[1], height=ids.shape[0], count=2, dtype="uint32",
+                    crs=im.get("crs"), transform=Affine.from_gdal(*im["transform"]), compress="DEFLATE") as d:
+                d.write(np.stack([cls, inst]))
+                d.update_tags(GEOSEG_CLASSES=tags)
             written.append(final)
     return written
 

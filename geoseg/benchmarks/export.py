@@ -257,7 +257,7 @@ def import_coco(results, annotations, output, score_threshold: float = 0.0, over
 
     from geoseg.benchmarks.coco import load_annotations, load_results
     from geoseg.classes import ClassList
-    from geoseg.io.output import output_dir, tmp_name, vector_write_errors, write_error
+    from geoseg.io.output import output_dir, replacing
     from geoseg.io.styles import fill_qml, write_layer_styles
 
     gt = load_annotations(annotations)
@@ -295,22 +295,13 @@ def import_coco(results, annotations, output, score_threshold: float = 0.0, over
         rows[r["category_id"]].append({"score": float(r["score"]), "class": cats[r["category_id"]],
                                        "image_id": r["image_id"], "chip": im["file_name"], "geometry": geom})
     classes = ClassList.from_names(list(cats.values()), background=False)
-    with output_dir(final.parent):
-        tmp = tmp_name(final, "gpkg")
-        try:
-            styles = {}
-            for (cid, _name), cls in zip(cats.items(), classes):
-                frame = gpd.GeoDataFrame(rows[cid], columns=["score", "class", "image_id", "chip", "geometry"],
-                                         geometry="geometry", crs=crs)
-                frame.to_file(tmp, layer=cls.slug, driver="GPKG", engine="pyogrio")
-                styles[cls.slug] = fill_qml(cls, alpha=160)
-            write_layer_styles(tmp, styles)
-            os.replace(tmp, final)
-        except vector_write_errors() as exc:
-            tmp.unlink(missing_ok=True)
-            raise write_error(exc, final) from None
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+    with output_dir(final.parent), replacing(final, "gpkg") as tmp:
+        styles = {}
+        for (cid, _name), cls in zip(cats.items(), classes):
+            frame = gpd.GeoDataFrame(rows[cid], columns=["score", "class", "image_id", "chip", "geometry"],
+                                     geometry="geometry", crs=crs)
+            frame.to_file(tmp, layer=cls.slug, driver="GPKG", engine="pyogrio")
+            styles[cls.slug] = fill_qml(cls, alpha=160)
+        write_layer_styles(tmp, styles)
     log.info("%s: %d instances", final, sum(len(v) for v in rows.values()))
     return final

@@ -1,4 +1,5 @@
-"""report.md and report.html for instance benchmarks (COCO, Cityscapes instances)."""
+"""report.md and report.html for instance and panoptic benchmarks (COCO, Cityscapes instances, COCO and
+Cityscapes panoptic): titled tables, the settings and what the figures mean."""
 
 from __future__ import annotations
 
@@ -36,26 +37,46 @@ def _tables(report: dict) -> list[tuple[str, list[str], list[list[str]]]]:
 
 
 def markdown(report: dict) -> str:
+    return page_markdown(report, _tables(report), STAT_NOTES)
+
+
+def html(report: dict) -> str:
+    return page_html(report, _tables(report), STAT_NOTES)
+
+
+def panoptic_markdown(report: dict) -> str:
+    from geoseg.evaluation.report import PANOPTIC_NOTES, panoptic_tables
+
+    return page_markdown(report, panoptic_tables(report["panoptic"]), PANOPTIC_NOTES)
+
+
+def panoptic_html(report: dict) -> str:
+    from geoseg.evaluation.report import PANOPTIC_NOTES, panoptic_tables
+
+    return page_html(report, panoptic_tables(report["panoptic"]), PANOPTIC_NOTES)
+
+
+def page_markdown(report: dict, tables, notes) -> str:
     b = report["benchmark"]
     lines = [f"# geoseg benchmark report: {b['adapter']}", "",
              f"{len(report.get('inputs', []))} images · geoseg {report.get('geoseg_version', '')}", ""]
-    for title, head, rows in _tables(report):
+    for title, head, rows in tables:
         lines += [f"## {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         lines += ["| " + " | ".join(r) + " |" for r in rows]
         lines.append("")
     lines += ["Settings: " + ", ".join(f"{k}={v}" for k, v in b.items()), "",
-              "What the figures mean:", *[f"- {k}: {v}" for k, v in STAT_NOTES], ""]
+              "What the figures mean:", *[f"- {k}: {v}" for k, v in notes], ""]
     return "\n".join(lines)
 
 
-def html(report: dict) -> str:
+def page_html(report: dict, tables, notes) -> str:
     b = report["benchmark"]
     body = []
-    for title, head, rows in _tables(report):
+    for title, head, rows in tables:
         body.append(f"<h2>{_html.escape(title)}</h2><table><tr>" + "".join(f"<th>{_html.escape(h)}</th>" for h in head)
                     + "</tr>" + "".join("<tr>" + "".join(f"<td>{_html.escape(c)}</td>" for c in r) + "</tr>"
                                         for r in rows) + "</table>")
-    notes = "".join(f"<li><b>{_html.escape(k)}</b>: {_html.escape(v)}</li>" for k, v in STAT_NOTES)
+    notes = "".join(f"<li><b>{_html.escape(k)}</b>: {_html.escape(v)}</li>" for k, v in notes)
     settings = _html.escape(", ".join(f"{k}={v}" for k, v in b.items()))
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>geoseg benchmark report: {_html.escape(b['adapter'])}</title>

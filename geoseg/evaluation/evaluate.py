@@ -396,11 +396,7 @@ def _evaluate_vectors(prediction: str, reference: str, options: EvaluateOptions,
 def _evaluate_on_grid(grid: Grid, pred_src, ref_src, prediction: str, reference: str, options: EvaluateOptions,
                       runner, audit_dir, classes: ClassList):
     k = max(c.id for c in classes) + 1
-    aoi = ()
-    if options.aoi:
-        import geopandas as gpd
-
-        aoi = tuple(gpd.read_file(options.aoi).to_crs(grid.crs).geometry.values)
+    aoi = _aoi_polygons(options.aoi, grid.crs)
 
     # a power of two, so that it divides the audit grid's cell and one bincount serves both
     map_cell = 1 << max(0, math.ceil(math.log2(max(1, -(-max(grid.height, grid.width) // ERROR_MAP_SIDE)))))
@@ -465,6 +461,15 @@ def _evaluate_on_grid(grid: Grid, pred_src, ref_src, prediction: str, reference:
     name = _scene_name(prediction)
     return (SceneResult(name, prediction, reference, grid.crs.to_string() if grid.crs else None, conf, objects,
                         cells, grid, options.grid_size, errors, map_cell), classes, code_paths)
+
+
+def _aoi_polygons(path: str | None, crs) -> tuple:
+    """The ``--aoi`` polygons in ``crs`` (empty without an AOI)."""
+    if not path:
+        return ()
+    import geopandas as gpd
+
+    return tuple(gpd.read_file(path).to_crs(crs).geometry.values)
 
 
 def _check_aoi(path: str) -> None:
@@ -703,13 +708,8 @@ def _panoptic_scene(prediction: str, reference: str, options: EvaluateOptions, r
 
     with rasterio.open(prediction) as src:
         tags, crs = src.tags(), src.crs
-    aoi = ()
-    if options.aoi:
-        import geopandas as gpd
-
-        aoi = tuple(gpd.read_file(options.aoi).to_crs(crs).geometry.values)
     return evaluate_panoptic_scene(prediction, reference, panoptic_classes(options, tags, prediction), options,
-                                   runner, aoi)
+                                   runner, _aoi_polygons(options.aoi, crs))
 
 
 def _add_panoptic(report: dict, results: list, classes: ClassList, options: EvaluateOptions) -> None:

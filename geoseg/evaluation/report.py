@@ -388,22 +388,22 @@ PANOPTIC_NOTES = [
 ]
 
 
-def _panoptic_rows(block: dict) -> tuple[list[list[str]], list[list[str]]]:
+def panoptic_tables(block: dict) -> list[tuple[str, list[str], list[list[str]]]]:
+    """The PQ tables of a report's ``panoptic`` block: (title, header, rows) for All / Things / Stuff and per
+    class."""
     agg = [[k, _fmt(block[k]["pq"]), _fmt(block[k]["sq"]), _fmt(block[k]["rq"]), str(block[k]["n"])]
            for k in ("All", "Things", "Stuff")]
     per = [[c["name"], "thing" if c["isthing"] else "stuff", _fmt(c["pq"]), _fmt(c["sq"]), _fmt(c["rq"]),
             str(c["tp"]), str(c["fp"]), str(c["fn"])] for c in block["per_class"]]
-    return agg, per
-
-
-PANOPTIC_HEADS = (["", "PQ", "SQ", "RQ", "classes"], ["class", "kind", "PQ", "SQ", "RQ", "TP", "FP", "FN"])
+    return [("Panoptic quality", ["", "PQ", "SQ", "RQ", "classes"], agg),
+            ("Per class", ["class", "kind", "PQ", "SQ", "RQ", "TP", "FP", "FN"], per)]
 
 
 def panoptic_markdown(block: dict) -> list[str]:
     """The PQ tables as markdown lines: All / Things / Stuff, then per class."""
     lines = [f"**Panoptic quality: PQ {_fmt(block['All']['pq'])} (things {_fmt(block['Things']['pq'])}, stuff "
              f"{_fmt(block['Stuff']['pq'])})**", ""]
-    for head, rows in zip(PANOPTIC_HEADS, _panoptic_rows(block)):
+    for _, head, rows in panoptic_tables(block):
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         lines += ["| " + " | ".join(r) + " |" for r in rows]
         lines.append("")
@@ -412,35 +412,8 @@ def panoptic_markdown(block: dict) -> list[str]:
 
 def panoptic_html(block: dict) -> str:
     tables = []
-    for name, head, rows in zip(("pq", "pq_classes"), PANOPTIC_HEADS, _panoptic_rows(block)):
+    for name, (_, head, rows) in zip(("pq", "pq_classes"), panoptic_tables(block)):
         tables.append(f"<table id={name}><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>"
                       + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
                       + "</table>")
     return "<h2>Panoptic quality</h2>" + "".join(tables)
-
-
-def panoptic_markdown_page(report: dict) -> str:
-    """report.md of a panoptic benchmark (COCO panoptic, Cityscapes panoptic)."""
-    b = report["benchmark"]
-    lines = [f"# geoseg benchmark report: {b['adapter']}", "",
-             f"{len(report.get('inputs', []))} images · geoseg {report.get('geoseg_version', '')}", "",
-             *panoptic_markdown(report["panoptic"]),
-             "Settings: " + ", ".join(f"{k}={v}" for k, v in b.items()), "",
-             "What the figures mean:", *[f"- {k}: {v}" for k, v in PANOPTIC_NOTES], ""]
-    return "\n".join(lines)
-
-
-def panoptic_html_page(report: dict) -> str:
-    b = report["benchmark"]
-    notes = "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(v)}</li>" for k, v in PANOPTIC_NOTES)
-    settings = html.escape(", ".join(f"{k}={v}" for k, v in b.items()))
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>geoseg benchmark report: {html.escape(b['adapter'])}</title>
-<style>body{{font-family:sans-serif;margin:2em;max-width:64em}}table{{border-collapse:collapse;margin:.5em 0}}
-td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:right}}td:first-child{{text-align:left}}</style></head>
-<body><h1>geoseg benchmark report: {html.escape(b['adapter'])}</h1>
-<p>{len(report.get('inputs', []))} images · geoseg {html.escape(report.get('geoseg_version', ''))}</p>
-{panoptic_html(report["panoptic"])}
-<h2>What the figures mean</h2><ul>{notes}</ul><p><code>{settings}</code></p>
-</body></html>
-"""

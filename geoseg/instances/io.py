@@ -6,7 +6,6 @@ Every file is written under a temporary name and renamed into place (``geoseg.io
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -37,11 +36,18 @@ def polygons(instances: list[Instance], transform: Affine) -> np.ndarray:
         parts, n = ndimage.label(q.mask)
         _, geoms = trace(parts, q.x0, q.y0)
         out[k] = geoms[0] if n == 1 else shapely.union_all(geoms)
-    if len(out):
-        a, b, c, d, e, f = transform.a, transform.b, transform.c, transform.d, transform.e, transform.f
-        out = shapely.transform(out, lambda xy: np.column_stack([a * xy[:, 0] + b * xy[:, 1] + c,
-                                                                 d * xy[:, 0] + e * xy[:, 1] + f]))
-    return out
+    return to_map(out, transform)
+
+
+def to_map(geoms: np.ndarray, transform: Affine) -> np.ndarray:
+    """Geometries in pixel coordinates moved to map coordinates by ``transform``, every vertex at once."""
+    import shapely
+
+    if not len(geoms):
+        return geoms
+    a, b, c, d, e, f = transform.a, transform.b, transform.c, transform.d, transform.e, transform.f
+    return shapely.transform(geoms, lambda xy: np.column_stack([a * xy[:, 0] + b * xy[:, 1] + c,
+                                                                d * xy[:, 0] + e * xy[:, 1] + f]))
 
 
 def write_gpkg(final: Path, instances: list[Instance], info: SceneInfo, classes: ClassList,
@@ -52,7 +58,7 @@ def write_gpkg(final: Path, instances: list[Instance], info: SceneInfo, classes:
     import pyogrio
 
     from geoseg.classes import object_classes
-    from geoseg.io.output import respect_umask, tmp_name, vector_write_errors, write_error
+    from geoseg.io.output import replacing, respect_umask
     from geoseg.io.styles import categorized_fill_qml, write_layer_styles
     from geoseg.vector.regularize import regularize_footprints
     from geoseg.vector.vectorize import GroundMeasure
@@ -63,8 +69,7 @@ def write_gpkg(final: Path, instances: list[Instance], info: SceneInfo, classes:
     # in batches, so that a scene's polygons are never all held at once; regularizing aligns
     # neighbours, so it needs the whole layer in one
     step = max(len(instances), 1) if regularize else BATCH
-    tmp = tmp_name(final, "gpkg")
-    try:
+    with replacing(final, "gpkg") as tmp:
         for at in range(0, max(len(instances), 1), step):
             batch = instances[at : at + step]
             geoms = polygons(batch, info.transform)
@@ -86,13 +91,6 @@ def write_gpkg(final: Path, instances: list[Instance], info: SceneInfo, classes:
             del frame, geoms
         write_layer_styles(tmp, {LAYER: categorized_fill_qml([c for c in classes if c.vectorize])})
         respect_umask(tmp)
-        os.replace(tmp, final)
-    except vector_write_errors() as exc:
-        tmp.unlink(missing_ok=True)
-        raise write_error(exc, final) from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def write_raster(final: Path, instances: list[Instance], info: SceneInfo, chunk_size: int) -> None:

@@ -21,7 +21,6 @@ Each step is per pixel, given the instance table, so the output is identical for
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,7 +88,7 @@ def _instance_table(gpkg: Path) -> dict[str, np.ndarray]:
 
 def compose(classes_tif: Path, instances_tif: Path, instances_gpkg: Path, info: SceneInfo,
             semantic: ClassList, panoptic: ClassList, class_map: dict[int, int], rule: PanopticRule,
-            out_tif: Path, out_gpkg: Path, chunk_size: int, progress: bool = False) -> None:
+            out_tif: Path, out_gpkg: Path, chunk_size: int) -> None:
     """Write ``out_tif`` and ``out_gpkg`` from a scene's class raster and instance outputs."""
     from geoseg.io.output import ChunkWriter, atomic_write_text, tmp_name
     from geoseg.io.styles import paletted_raster_qml
@@ -142,7 +141,7 @@ def compose(classes_tif: Path, instances_tif: Path, instances_gpkg: Path, info: 
 
         writer.finish_cog(decorate, "NEAREST")
         atomic_write_text(out_tif.with_suffix(".qml"), paletted_raster_qml(panoptic, transparent_background=False))
-        _write_gpkg(out_gpkg, stuff_tmp, pieces, table, keep, inst_class, panoptic, info, progress)
+        _write_gpkg(out_gpkg, stuff_tmp, pieces, table, inst_class, panoptic, info)
     except BaseException:
         writer.discard()
         out_tif.unlink(missing_ok=True)
@@ -167,33 +166,29 @@ def _trace_things(band2: np.ndarray, window, pieces: dict[int, list]) -> None:
         pieces.setdefault(int(u[label_code[label]]), []).append(g)
 
 
-def _write_gpkg(final: Path, stuff_tif: Path, pieces: dict[int, list], table: dict, keep: np.ndarray,
-                inst_class: np.ndarray, classes: ClassList, info: SceneInfo, progress: bool) -> None:
+def _write_gpkg(final: Path, stuff_tif: Path, pieces: dict[int, list], table: dict, inst_class: np.ndarray,
+                classes: ClassList, info: SceneInfo) -> None:
     import geopandas as gpd
     import pyogrio
     import shapely
 
-    from geoseg.io.output import respect_umask, tmp_name, vector_write_errors, write_error
+    from geoseg.instances.io import to_map
+    from geoseg.io.output import replacing, respect_umask
     from geoseg.io.styles import categorized_fill_qml, write_layer_styles
     from geoseg.vector.vectorize import GroundMeasure, VectorizeOptions, vectorize
 
     stuff = ClassList(tuple(c for c in classes if not c.isthing) or (SegClass(0, "stuff", "#000000", True),),
                       classes.ignore)
-    tmp = tmp_name(final, "gpkg")
-    try:
+    with replacing(final, "gpkg") as tmp:
         vectorize(stuff_tif, tmp, VectorizeOptions(all_classes=True, progress=False, allow_no_crs=True,
                                                    source=final.name.replace(".panoptic.gpkg", ".panoptic.tif"),
                                                    overwrite=True), classes=stuff)
         ids = sorted(pieces)
-        a, b, c, d, e, f = (info.transform.a, info.transform.b, info.transform.c, info.transform.d,
-                            info.transform.e, info.transform.f)
         geoms = np.empty(len(ids), dtype=object)
         for k, i in enumerate(ids):
             parts = pieces[i]
             geoms[k] = parts[0] if len(parts) == 1 else shapely.union_all(parts)  # exact: integer pixel edges
-        if len(geoms):
-            geoms = shapely.transform(geoms, lambda xy: np.column_stack([a * xy[:, 0] + b * xy[:, 1] + c,
-                                                                         d * xy[:, 0] + e * xy[:, 1] + f]))
+        geoms = to_map(geoms, info.transform)
         measure = GroundMeasure(info.crs, info.transform)
         area, perim = measure.area_perimeter(list(geoms)) if len(geoms) else (np.zeros(0), np.zeros(0))
         score = dict(zip(table["instance_id"].astype(np.int64).tolist(), table["score"].tolist()))
@@ -208,13 +203,6 @@ def _write_gpkg(final: Path, stuff_tif: Path, pieces: dict[int, list], table: di
                                 promote_to_multi=True, append=True)
         write_layer_styles(tmp, {THINGS_LAYER: categorized_fill_qml([c for c in classes if c.isthing])})
         respect_umask(tmp)
-        os.replace(tmp, final)
-    except vector_write_errors() as exc:
-        tmp.unlink(missing_ok=True)
-        raise write_error(exc, final) from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def thing_classes(meta) -> tuple[int, ...]:

@@ -225,6 +225,22 @@ def vector_write_errors() -> tuple[type[BaseException], ...]:
             sqlite3.Error, OSError)
 
 
+@contextlib.contextmanager
+def replacing(final: Path, tag: str) -> Iterator[Path]:
+    """A temporary name for ``final`` (:func:`tmp_name`), renamed to it when the block succeeds and removed
+    when it fails; a failed write (a full or read-only disk) becomes one line naming ``final``."""
+    tmp = tmp_name(final, tag)
+    try:
+        yield tmp
+        os.replace(tmp, final)
+    except vector_write_errors() as exc:
+        tmp.unlink(missing_ok=True)
+        raise write_error(exc, final) from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def verify_tiff(path: Path, final: Path) -> None:
     """Every tile of every band and overview is in the file, whole: writes GDAL could only report as log lines
     (a full disk while flushing its cache) are caught here, before anything is renamed into place.

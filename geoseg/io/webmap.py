@@ -97,7 +97,7 @@ def fetch(source: str, aoi: str, gsd: float, folder: Path, name: str | None = No
                 raise GeosegError(f"cannot open the web map ({_gdal_message(exc)})", _short(source)) from None
             with src, WarpedVRT(src, crs=crs, transform=transform, width=width, height=height,
                                 resampling=rasterio.enums.Resampling.bilinear) as vrt:
-                count = min(vrt.count, 3) if vrt.count >= 3 else vrt.count  # an alpha band is not imagery
+                count = min(vrt.count, 3)  # an alpha band is not imagery
                 profile = dict(driver="GTiff", width=width, height=height, count=count, dtype=vrt.dtypes[0],
                                crs=crs, transform=transform, tiled=True, blockxsize=512, blockysize=512,
                                compress="DEFLATE", photometric="RGB" if count == 3 else "MINISBLACK")
