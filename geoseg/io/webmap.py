@@ -135,8 +135,13 @@ def _read_retrying(vrt, count: int, win, source: str) -> np.ndarray:
     raise AssertionError("unreachable")
 
 
-def _gdal_message(exc: Exception) -> str:
-    return " ".join(str(exc).split())[:200]
+def _gdal_message(exc: BaseException) -> str:
+    """GDAL's own words: rasterio's "Read failed. See previous exception" carries them in its cause."""
+    while exc.__cause__ is not None and "previous exception" in str(exc):
+        exc = exc.__cause__
+    if "previous exception" in str(exc):  # a warped read keeps no cause: GDAL's reason is logged under -v
+        return "its tiles could not be downloaded; -v shows GDAL's reason"
+    return " ".join(str(exc).split())[:300]
 
 
 def _short(source: str) -> str:
