@@ -1,6 +1,7 @@
 """What decoding objects and ``--split-touching`` add to predict, and peak RSS with decoding on large scenes.
 
     python bench/objects.py [--bundle buildings-rgb] [--size 4096] [--repeats 3] [--rss-sizes 4096,16384]
+                            [--precision auto|fp32|bf16|int8]
 
 Scenes are mosaics of the real SpaceNet Rio scene (``../shared/data/spacenet-utilities``), mirrored
 across their edges so that every window holds real, dense buildings (about 1,200 objects per 4096²),
@@ -72,7 +73,10 @@ def without_objects(bundle: Path) -> Path:
     """A copy of ``bundle`` whose head keeps only the class logits: the same network, no object channels."""
     from safetensors.numpy import load_file, save_file
 
-    dst = OUT / f"{bundle.name}-no-objects"
+    import hashlib
+
+    digest = hashlib.sha256((bundle / "model.safetensors").read_bytes()).hexdigest()[:16]
+    dst = OUT / f"{bundle.name}-no-objects-{digest}"  # a new model gets a new copy
     if dst.exists():
         return dst
     meta = json.loads((bundle / "geoseg.json").read_text())
@@ -94,6 +98,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=4096)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--rss-sizes", default="4096,16384")
+    ap.add_argument("--precision", default="auto", help="predict's --precision on both sides (auto: as a user runs it)")
     a = ap.parse_args()
     from geoseg.models.bundle import read_meta, resolve_bundle
 
@@ -103,15 +108,16 @@ def main() -> None:
     plain_bundle = without_objects(bundle)
     scene = mosaic(a.size)
     common = ["--no-progress", "--overwrite"]
+    pred = common + ["--precision", a.precision]
     small = mosaic(1024)  # warm-up: engine conversion and caches, not timed
     for b in (bundle, plain_bundle):
-        run(["predict", str(b), str(small), "-o", str(OUT / "warm"), *common])
+        run(["predict", str(b), str(small), "-o", str(OUT / "warm"), *pred])
     runs: dict[str, list] = {k: [] for k in ("predict", "predict, no objects", "vectorize", "vectorize --split-touching")}
     classes = OUT / "plain" / f"{scene.stem}.classes.tif"
     for _ in range(a.repeats):
-        runs["predict"].append(run(["predict", str(bundle), str(scene), "-o", str(OUT / "objects"), *common]))
+        runs["predict"].append(run(["predict", str(bundle), str(scene), "-o", str(OUT / "objects"), *pred]))
         runs["predict, no objects"].append(run(["predict", str(plain_bundle), str(scene), "-o", str(OUT / "plain"),
-                                                *common]))
+                                                *pred]))
         vec = ["vectorize", str(classes), "--min-area", "4", "--connectivity", "8", *common]
         runs["vectorize"].append(run(vec + ["-o", str(OUT / "plain.gpkg")]))
         runs["vectorize --split-touching"].append(run(vec + ["-o", str(OUT / "split.gpkg"), "--split-touching"]))
@@ -119,7 +125,8 @@ def main() -> None:
 
     n_obj = pyogrio.read_info(OUT / "objects" / f"{scene.stem}.instances.gpkg", layer="instances")["features"]
     print(f"cpu: {cpu_model()}")
-    print(f"bundle {a.bundle}, scene {a.size}² ({n_obj} objects decoded), {a.repeats} interleaved repeats")
+    print(f"bundle {a.bundle}, --precision {a.precision}, scene {a.size}² ({n_obj} objects decoded), "
+          f"{a.repeats} interleaved repeats")
     med = {k: statistics.median(s for s, _ in v) for k, v in runs.items()}
     for k, v in runs.items():
         print(f"{k:28s} median {med[k]:7.2f} s  runs " + ", ".join(f"{s:.2f}" for s, _ in v)
@@ -132,7 +139,7 @@ def main() -> None:
     for size in (int(s) for s in a.rss_sizes.split(",") if s):
         big = mosaic(size)
         t = time.perf_counter()
-        s, m = run(["predict", str(bundle), str(big), "-o", str(OUT / f"rss{size}"), *common])
+        s, m = run(["predict", str(bundle), str(big), "-o", str(OUT / f"rss{size}"), *pred])
         rss[size] = m
         n = pyogrio.read_info(OUT / f"rss{size}" / f"{big.stem}.instances.gpkg", layer="instances")["features"]
         print(f"predict with decoding, {size}²: {s:.1f} s, {n} objects, peak RSS {m:.0f} MB "

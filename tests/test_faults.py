@@ -245,6 +245,25 @@ def test_a_full_disk_prints_geosegs_one_line_and_nothing_from_gdal_or_libtiff(li
     assert r.returncode == 1 and "No space left on device" in r.stderr
 
 
+def test_both_gdal_builds_are_silenced_before_pyogrio_is_imported(tmp_path, small_disk):
+    """pyogrio's GDAL is quieted through its extension's file, without importing pyogrio (which pulls in
+    geopandas and pandas, ~90 MB before the first tile); a GeoPackage onto a full disk in a real process
+    still prints geoseg's one line only."""
+    import subprocess
+    import sys
+
+    probe = ("import sys; from geoseg.io import gdal_messages; n = gdal_messages.silence(); "
+             "print(n, sorted(m for m in ('pyogrio', 'geopandas', 'pandas') if m in sys.modules))")
+    r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.split(None, 1) == ["2", "[]\n"], (r.stdout, r.stderr)
+    rng = np.random.default_rng(0)
+    write_classes(tmp_path / "c.tif", (rng.random((1500, 1500)) < 0.3).astype(np.uint8))
+    r = subprocess.run([sys.executable, "-m", "geoseg", "vectorize", str(tmp_path / "c.tif"), "-o",
+                        str(small_disk / "c.gpkg"), "--no-progress"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1
+    assert len(r.stderr.splitlines()) == 1 and "cannot write output" in r.stderr, r.stderr
+
+
 @pytest.mark.parametrize("command", ["vectorize", "evaluate"])
 def test_vectorize_and_evaluate_onto_a_full_disk_fail_with_one_line(tmp_path, small_disk, command):
     rng = np.random.default_rng(0)

@@ -52,7 +52,7 @@ def test_int8_agrees_with_fp32_on_the_validation_blocks_and_the_check_is_recorde
     bundle, res = quantized
     assert res["argmax_agreement"] >= 0.99
     assert res["data"].startswith("calibration: ") and "validation blocks" in res["data"]
-    assert res["calibration_tiles"] > 50 and res["check_tiles"] == 2  # the config's two validation blocks
+    assert res["calibration_tiles"] > 50 and res["check_tiles"] == 4  # two validation blocks, two validation chips
     recorded = read_meta(bundle).extra["precision_check"]["int8"]
     assert recorded == pytest.approx(res)
     # the measured change against the labels stays within the label-free bound (the Jaccard distance is a metric)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import geopandas as gpd
 import numpy as np
@@ -140,6 +141,37 @@ def test_spatial_split_keeps_validation_pixels_out_of_training_chips(tmp_path, a
             assert not held[win.row_off : win.row_off + win.height, win.col_off : win.col_off + win.width].any()
             sides.add(win.width)
     assert (len(sides) > 1) == bool(augment)  # zoomed and turned chips read larger windows
+
+
+def test_a_scene_can_carry_its_own_blocks_and_sampling_weight(tmp_path):
+    """A scene's own holdout/test lists replace the config's ([] holds nothing out, not a random fraction),
+    and chips are drawn in proportion to weight x training positions."""
+    scene_with_buildings(tmp_path)
+    (tmp_path / "b").mkdir()
+    scene_with_buildings(tmp_path / "b", seed=1)
+    two = [{"image": "scene.tif", "labels": {"path": "labels.geojson", "class_field": "kind"}},
+           {"image": "b/scene.tif", "labels": {"path": "b/labels.geojson", "class_field": "kind"},
+            "holdout": [], "test": [], "weight": 3}]
+    cfg = load_config(write_config(tmp_path, scenes=two, validation={"block_size": 64, "holdout": [[1, 1]],
+                                                                     "test": [[0, 0]]}))
+    a, b = (open_scene(s, cfg) for s in cfg.scenes)
+    assert (a.held_out, a.test) == ({(1, 1)}, {(0, 0)})
+    assert (b.held_out, b.test, b.weight) == (frozenset(), frozenset(), 3.0)
+    assert b.validation_windows() == [] and len(b.training_windows()) == 4
+    ds = SceneChips([a, b], cfg, (0.0,), (1.0,))
+    na, nb = len(a.chip_origins(64, ds.stride)), len(b.chip_origins(64, ds.stride))
+    assert nb > na > 0
+    assert ds.weights == pytest.approx([na / (na + 3 * nb), 3 * nb / (na + 3 * nb)])
+    # an empty holdout of the config itself still means a seeded fraction of the blocks
+    cfg2 = load_config(write_config(tmp_path, validation={"block_size": 64, "holdout": [], "fraction": 0.25}))
+    assert len(open_scene(cfg2.scenes[0], cfg2).held_out) == 1
+    for bad, says in (({"weight": 0}, "scenes[1].weight must be a number above 0"),
+                      ({"weight": "x"}, "scenes[1].weight must be a number, got 'x'"),
+                      ({"holdout": [[1]]}, "scenes[1].holdout must be a list of [row, col] blocks"),
+                      ({"test": "all"}, "scenes[1].test must be a list of [row, col] blocks")):
+        path = write_config(tmp_path, scenes=[two[0], {**two[1], **bad}])
+        with pytest.raises(GeosegError, match=re.escape(says)):
+            load_config(path)
 
 
 def test_warp_is_an_exact_crop_turn_and_zoom_on_the_pixel_lattice():

@@ -38,7 +38,7 @@ times = {k: float(b) - float(a) for k, a, b in (line.split() for line in open(f"
 w = meta.extra.get("encoder_weights", {})
 print(f"""
 model      {model}: U-Net, {meta.encoder} encoder (ImageNet weights from {w.get('source', '?')}), RGB, {meta.gsd:.2f} m
-trained on SpaceNet 1 Rio de Janeiro (WorldView-2, CC BY-SA 4.0): 2,335 footprints, test blocks held out
+trained on SpaceNet 1 Rio de Janeiro (WorldView-2, CC BY-SA 4.0): 2,335 footprints and 3 chips (229), test blocks and chips held out
 tested on  {name}: {sum(map(sum, r['confusion_m2'])) / 1e6:.2f} km² of the test blocks: never trained on, never used to pick the epoch
 result     building IoU {b['iou']:.3f} (by ground area {b['iou_area']:.3f}; precision {b['precision']:.3f}, recall {b['recall']:.3f})
            buildings matched at IoU >= 0.5: F1 {o.get('f1', float('nan')):.3f} (TP {o.get('tp')}, FP {o.get('fp')}, FN {o.get('fn')}; objects from {r['scenes'][0]['objects']['building']['from']})

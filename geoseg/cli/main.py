@@ -118,9 +118,30 @@ def _quiet_exit() -> None:
             _logging.getLogger(name).setLevel(_logging.CRITICAL + 1)
 
 
+def _bound_malloc_arenas(n: int = 2) -> None:
+    """At most ``n`` glibc malloc arenas for this process (before any thread starts).
+
+    glibc gives each new thread its own arena (up to 8 per core), so chunk buffers freed by one Dask
+    worker thread stay mapped in its arena while another thread allocates elsewhere: a predict at
+    8192² peaked at 585-627 MB with the default and 558-564 MB with two arenas, at the same speed
+    (bench/RESULTS.md). ``MALLOC_ARENA_MAX`` in the environment wins; other C libraries do nothing.
+    """
+    import ctypes
+    import os
+
+    if "MALLOC_ARENA_MAX" in os.environ or not sys.platform.startswith("linux"):
+        return
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
+        return
+    mallopt(-8, n)  # M_ARENA_MAX
+
+
 def main() -> None:
     import signal
 
+    _bound_malloc_arenas()
     signal.signal(signal.SIGTERM, _on_sigterm)  # unwind like Ctrl-C: clean up, one line, exit 143
     try:
         cli(prog_name="geoseg")

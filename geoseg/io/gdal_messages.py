@@ -11,15 +11,21 @@ records every error, so rasterio raises exactly as before.
 
 There are two GDAL builds in one process (rasterio's and pyogrio's wheels each ship one); both are
 set. The handlers are found through the extension modules that link them (``dlsym`` on a module's
-handle searches the libraries it loaded), so this needs no path to a library file.
+handle searches the libraries it loaded), so this needs no path to a library file. The modules' files
+are opened without importing their packages: importing pyogrio imports geopandas and pandas (about
+90 MB before the first tile); opening its extension loads its GDAL only (about 13 MB), the same
+library pyogrio uses once it is imported.
 """
 
 from __future__ import annotations
 
 import ctypes
-import importlib
+import importlib.machinery
+import importlib.util
 import logging
+import sys
 import threading
+from pathlib import Path
 
 log = logging.getLogger("geoseg")
 _MODULES = ("rasterio._env", "pyogrio._err")  # one extension module linking each wheel's GDAL
@@ -27,12 +33,28 @@ _LOCK = threading.Lock()
 _saved: list[tuple] = []  # (library, previous CPL handler, previous TIFF error handler, previous TIFF warning)
 
 
+def _extension_file(name: str) -> str:
+    """The file of extension module ``name`` (``package._module``), its package left unimported."""
+    module = sys.modules.get(name)
+    if module is not None:
+        return module.__file__
+    package, _, leaf = name.rpartition(".")
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError(f"no package {package}")
+    for folder in spec.submodule_search_locations:
+        for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+            path = Path(folder, leaf + suffix)
+            if path.is_file():
+                return str(path)
+    raise ImportError(f"no extension module {name}")
+
+
 def _libraries() -> list[ctypes.CDLL]:
     out = []
     for name in _MODULES:
         try:
-            module = importlib.import_module(name)
-            lib = ctypes.CDLL(module.__file__)
+            lib = ctypes.CDLL(_extension_file(name))
             for symbol in ("CPLSetErrorHandler", "CPLQuietErrorHandler", "TIFFSetErrorHandler",
                            "TIFFSetWarningHandler"):
                 getattr(lib, symbol)

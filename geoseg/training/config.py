@@ -42,6 +42,10 @@ class LabelsConfig:
 class SceneConfig:
     image: str
     labels: LabelsConfig
+    # this scene's own validation.holdout / validation.test blocks ([] : none), instead of the config's
+    holdout: list | None = None
+    test: list | None = None
+    weight: float = 1.0  # sampling weight: chips are drawn in proportion to weight x training area
 
 
 @dataclass(frozen=True)
@@ -318,7 +322,16 @@ def parse_config(raw: dict, path: Path) -> TrainConfig:
             d["labels"] = _build(LabelsConfig, labels, f"{where}.labels", src)
         if "image" in d:
             d["image"] = rel(d["image"])
-        return _build(SceneConfig, d, where, src)
+        sc = _build(SceneConfig, d, where, src)
+        w = sc.weight
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not w > 0:
+            raise GeosegError(f"{where}.weight must be a number above 0, got {w!r}", src)
+        for key in ("holdout", "test"):
+            blocks = getattr(sc, key)
+            if blocks is not None and (not isinstance(blocks, list) or not all(
+                    isinstance(b, list) and len(b) == 2 and all(isinstance(i, int) for i in b) for b in blocks)):
+                raise GeosegError(f"{where}.{key} must be a list of [row, col] blocks, got {blocks!r}", src)
+        return sc
 
     scenes = tuple(scene(s, f"scenes[{i}]") for i, s in enumerate(raw.get("scenes") or []))
     chips = None

@@ -37,6 +37,7 @@ class SceneSource:
     block: int
     held_out: frozenset  # (row, col) validation blocks, never used for training
     test: frozenset = frozenset()  # (row, col) test blocks: neither trained on nor used to pick the epoch
+    weight: float = 1.0  # sampling weight per training chip position (the scene's `weight`)
 
     @property
     def excluded(self) -> frozenset:
@@ -133,12 +134,14 @@ def open_scene(sc: SceneConfig, cfg: TrainConfig, held_out: bool = True) -> Scen
         except RasterioError as exc:
             raise GeosegError(f"not a readable raster ({exc})", lab.path) from None
     v = cfg.validation
-    test = _listed_blocks(grid, v.block_size, v.test, "test") if held_out else frozenset()
-    held = split_blocks(grid, v.block_size, v.fraction, v.holdout, cfg.train.seed, test) if held_out else frozenset()
+    tests, holdout = (v.test if sc.test is None else sc.test), (v.holdout if sc.holdout is None else sc.holdout)
+    fraction = v.fraction if sc.holdout is None else 0.0  # a scene's own empty list holds nothing out
+    test = _listed_blocks(grid, v.block_size, tests, "test") if held_out else frozenset()
+    held = split_blocks(grid, v.block_size, fraction, holdout, cfg.train.seed, test) if held_out else frozenset()
     if held & test:
         raise GeosegError(f"validation.holdout and validation.test share block {list(sorted(held & test)[0])}",
                           cfg.source)
-    src = SceneSource(info, grid, labels, v.block_size, held, test)
+    src = SceneSource(info, grid, labels, v.block_size, held, test, sc.weight)
     if held_out and not len(src.chip_origins(chip, 1 if chip < 64 else 8)):
         raise GeosegError(f"no {chip} px chip fits outside the validation blocks; use smaller chips or blocks",
                           sc.image)
@@ -249,7 +252,7 @@ class SceneChips(torch.utils.data.Dataset):
         self.epoch = 0
         self.stride = max(1, cfg.model.chip_size // 8)
         self.origins = [s.chip_origins(cfg.model.chip_size, self.stride) for s in sources]
-        area = np.array([len(o) for o in self.origins], dtype=float)
+        area = np.array([len(o) * s.weight for s, o in zip(sources, self.origins)], dtype=float)
         self.weights = area / area.sum()
         self.background = {c.id for c in cfg.classes if not c.vectorize}
 

@@ -53,6 +53,8 @@ def quantize_on_validation(bundle, cfg: TrainConfig, tiles: int = CALIBRATION_TI
     calib = [(src, w) for src in sources for block in src.training_windows() for w in _pieces(block, t)]
     calib = [calib[i] for i in sorted(np.random.default_rng(cfg.train.seed).permutation(len(calib))[:tiles])]
     checks = [(src, w) for src in sources for w in src.validation_windows()]
+    checks += [(v, w) for v in (open_scene(s, cfg, held_out=False) for s in cfg.validation.scenes)
+               for w in v.training_windows()]  # separate validation scenes, whole, as training validates on them
     if not calib or not checks:
         raise GeosegError("the config has no training or no validation blocks to calibrate and check int8 on",
                           cfg.source)
@@ -86,7 +88,7 @@ def quantize_on_validation(bundle, cfg: TrainConfig, tiles: int = CALIBRATION_TI
     result = check_int8(fp32, int8, tiles_(), meta.classes, (lambda windows: object_scores(
         [ObjectWindow(p, r) for p, r in windows], decode)["f1"]) if with_objects else None)
     result.update(calibration_tiles=len(calib), data=f"calibration: {len(calib)} tiles of the training blocks; "
-                  f"check: the {len(checks)} validation blocks", cpu=describe(), quantize_seconds=seconds,
+                  f"check: the {len(checks)} validation blocks and scene windows", cpu=describe(), quantize_seconds=seconds,
                   model=str(Path(target).relative_to(bundle)))
     if record:
         record_precision_check(bundle, {"int8": result})
