@@ -442,6 +442,41 @@ def test_split_touching_splits_touching_discs_and_keeps_single_ones_whole(tmp_pa
     assert len(layers["road"]) == 1  # a class that is not split keeps its touching discs as one polygon
 
 
+def test_split_distance_per_component_equals_the_whole_tile_transform():
+    """The split's distance transform, computed per component box, equals scipy's on the whole mask."""
+    from scipy import ndimage
+
+    from geoseg.vector.split import distance_inside
+
+    rng = np.random.default_rng(5)
+    for _ in range(60):
+        m = ndimage.gaussian_filter(rng.random((150, 170)), rng.uniform(1, 6)) > rng.uniform(0.45, 0.6)
+        m[:, rng.integers(170)] = rng.random() < 0.5  # objects cut by the tile's edge, or a wall
+        np.testing.assert_array_equal(distance_inside(m), ndimage.distance_transform_edt(m).astype(np.float32))
+    assert not distance_inside(np.zeros((8, 8), bool)).any()
+
+
+def test_split_mask_equals_the_whole_tile_watershed_of_scikit_image():
+    """The per-component shortcuts (distance boxes, one-maximum plateaus) give the objects that scikit-image's
+    h_maxima and watershed give on the whole tile."""
+    from scipy import ndimage
+    from skimage.morphology import h_maxima
+    from skimage.segmentation import watershed
+
+    from geoseg.vector.split import split_mask
+
+    rng = np.random.default_rng(11)
+    for n in range(40):
+        m = ndimage.gaussian_filter(rng.random((160, 180)), rng.uniform(1, 6)) > rng.uniform(0.45, 0.6)
+        depth = (1.0, 2.0, 3.0)[n % 3]
+        dist = ndimage.distance_transform_edt(m).astype(np.float32)
+        seeds, _ = ndimage.label(h_maxima(dist, depth).astype(bool) & m, structure=np.ones((3, 3)))
+        want = watershed(-dist, markers=seeds, mask=m, connectivity=1)
+        rest, k = ndimage.label(m & (want == 0))
+        want[rest > 0] = rest[rest > 0] + want.max()
+        np.testing.assert_array_equal(split_mask(m, depth), want)
+
+
 def test_split_touching_needs_a_class_to_split(tmp_path):
     arr, _ = _touching_discs(700, 800)
     path = write_classes(tmp_path / "c.tif", arr)

@@ -59,9 +59,10 @@ def split_mask(mask: np.ndarray, depth: float = 2.0, connectivity: int = 4) -> n
     if not mask.any():
         return labels
     structure = ndimage.generate_binary_structure(2, 1 if connectivity == 4 else 2)
-    dist = ndimage.distance_transform_edt(mask).astype(np.float32)
+    components = _components(mask)
+    dist = distance_inside(mask, components)
     # maxima of a plateau are one seed (8-connected), however the mask's pixels connect
-    seeds, _ = ndimage.label(_h_maxima(dist, depth), structure=np.ones((3, 3)))
+    seeds, _ = ndimage.label(_h_maxima(dist, depth, components), structure=np.ones((3, 3)))
     labels = watershed(-dist, markers=seeds, mask=mask, connectivity=1 if connectivity == 4 else 2)
     rest, m = ndimage.label(mask & (labels == 0), structure=structure)  # components without a seed (none
     if m:  # in practice: every component has a highest point); kept whole
@@ -69,26 +70,62 @@ def split_mask(mask: np.ndarray, depth: float = 2.0, connectivity: int = 4) -> n
     return labels.astype(np.int32, copy=False)
 
 
-def _h_maxima(dist: np.ndarray, depth: float) -> np.ndarray:
+def _components(mask: np.ndarray) -> tuple[np.ndarray, list]:
+    """8-connected components of ``mask`` and each one's bounding box grown by one pixel."""
+    comps, _ = ndimage.label(mask, structure=np.ones((3, 3)))
+    return comps, [tuple(slice(max(b.start - 1, 0), b.stop + 1) for b in box)
+                   for box in ndimage.find_objects(comps)]
+
+
+def distance_inside(mask: np.ndarray, components: tuple | None = None) -> np.ndarray:
+    """``ndimage.distance_transform_edt(mask)`` as float32, computed per 8-connected component in its
+    bounding box grown by one pixel (9x faster on a building tile: the transform never visits the
+    background far from any object).
+
+    A pixel's nearest background pixel lies in its component's grown box (the box is convex and its
+    border is background or another component, which is never nearer than the background between the
+    two), so other components are masked out of each box. Checked equal to the whole-tile transform on
+    the 16 tiles of a 4096² Rio class raster and on random masks (``tests/test_vectorize.py``).
+    """
+    comps, boxes = components or _components(mask)
+    dist = np.zeros(mask.shape, dtype=np.float32)
+    for i, box in enumerate(boxes, 1):
+        own = comps[box] == i
+        d = ndimage.distance_transform_edt(own)
+        dist[box][own] = d[own]
+    return dist
+
+
+_EIGHT = np.ones((3, 3), dtype=bool)
+
+
+def _h_maxima(dist: np.ndarray, depth: float, components: tuple | None = None) -> np.ndarray:
     """``skimage.morphology.h_maxima(dist, depth) & (dist > 0)``, the same pixels, computed per
     8-connected component in its bounding box (3x faster on building masks: the reconstruction
     never sorts the background).
 
     Components are separated by zeros, so a maximum's saddle to a higher one elsewhere is 0 and its
     depth is its height; within a box the component's top has no higher maximum, so it is kept
-    only as the whole tile would keep it: when it stands ``depth`` above 0, or is the tile's top.
+    only as the whole tile would keep it: when it stands ``depth`` above 0 (a tile whose top is lower
+    has no maxima at all: scikit-image returns none when ``depth`` exceeds the image's range).
+    A component with one regional maximum (most single buildings: its pixels that no neighbour exceeds
+    are one 8-connected plateau at its top) keeps exactly that plateau, which is what the
+    reconstruction returns for it; only the others run it.
     """
     from skimage.morphology import h_maxima
 
-    comps, _ = ndimage.label(dist > 0, structure=np.ones((3, 3)))
-    top = float(dist.max())
+    comps, boxes = components or _components(dist > 0)
     out = np.zeros(dist.shape, dtype=bool)
-    for i, box in enumerate(ndimage.find_objects(comps), 1):
-        box = tuple(slice(max(b.start - 1, 0), b.stop + 1) for b in box)
+    for i, box in enumerate(boxes, 1):
         own = comps[box] == i
         sub = np.where(own, dist[box], 0).astype(dist.dtype, copy=False)
+        if float(sub.max()) < depth:
+            continue
         peak = float(sub.max())
-        if peak >= depth or peak == top:
+        flat = own & (ndimage.maximum_filter(sub, footprint=_EIGHT, mode="constant", cval=0) == sub)
+        if (sub[flat] == peak).all() and ndimage.label(flat, structure=_EIGHT)[1] == 1:
+            out[box] |= flat
+        else:
             out[box] |= h_maxima(sub, depth).astype(bool) & own
     return out
 
@@ -130,4 +167,4 @@ def join_tiles(pieces: list, grid: TileGrid) -> list[Instance]:
     return merge_pieces(pieces, grid, measure="iou")
 
 
-__all__ = ["OVERLAP", "TILE", "SplitJob", "join_tiles", "split_grid", "split_mask", "split_tile"]
+__all__ = ["OVERLAP", "TILE", "SplitJob", "distance_inside", "join_tiles", "split_grid", "split_mask", "split_tile"]
