@@ -127,12 +127,18 @@ def child(kind: str, scene: str, out: str) -> None:
             dst.write(np.asarray(mask, np.uint8), 1)
         tiles = None
     else:
-        from geoseg.prediction import PredictOptions, predict
+        from geoseg.cli.main import main as geoseg_main
 
         engine, precision = {"geoseg-auto": ("auto", "auto"), "geoseg-fp32": ("openvino", "fp32"),
                              "geoseg-torch": ("torch", "fp32")}[kind]
-        predict("buildings-rgb", [scene], out, PredictOptions(progress=False, overwrite=True, engine=engine,
-                                                              precision=precision))
+        # the command line itself, as a user runs it (its process setup included), in this process
+        sys.argv = ["geoseg", "predict", "buildings-rgb", scene, "-o", out, "--no-progress", "--overwrite",
+                    "--engine", engine, "--precision", precision]
+        try:
+            geoseg_main()
+        except SystemExit as exc:
+            if exc.code:
+                raise
         tiles = None
     seconds = time.perf_counter() - t0
     print(json.dumps({"seconds": seconds, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
