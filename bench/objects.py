@@ -71,9 +71,9 @@ def mosaic(size: int) -> Path:
 
 def without_objects(bundle: Path) -> Path:
     """A copy of ``bundle`` whose head keeps only the class logits: the same network, no object channels."""
-    from safetensors.numpy import load_file, save_file
-
     import hashlib
+
+    from safetensors.numpy import load_file, save_file
 
     digest = hashlib.sha256((bundle / "model.safetensors").read_bytes()).hexdigest()[:16]
     dst = OUT / f"{bundle.name}-no-objects-{digest}"  # a new model gets a new copy

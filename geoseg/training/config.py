@@ -323,9 +323,8 @@ def parse_config(raw: dict, path: Path) -> TrainConfig:
         if "image" in d:
             d["image"] = rel(d["image"])
         sc = _build(SceneConfig, d, where, src)
-        w = sc.weight
-        if isinstance(w, bool) or not isinstance(w, (int, float)) or not w > 0:
-            raise GeosegError(f"{where}.weight must be a number above 0, got {w!r}", src)
+        if not sc.weight > 0:  # _build has made it a float
+            raise GeosegError(f"{where}.weight must be a number above 0, got {sc.weight!r}", src)
         for key in ("holdout", "test"):
             blocks = getattr(sc, key)
             if blocks is not None and (not isinstance(blocks, list) or not all(

@@ -99,10 +99,10 @@ def distance_inside(mask: np.ndarray, components: tuple | None = None) -> np.nda
 _EIGHT = np.ones((3, 3), dtype=bool)
 
 
-def _h_maxima(dist: np.ndarray, depth: float, components: tuple | None = None) -> np.ndarray:
+def _h_maxima(dist: np.ndarray, depth: float, components: tuple) -> np.ndarray:
     """``skimage.morphology.h_maxima(dist, depth) & (dist > 0)``, the same pixels, computed per
-    8-connected component in its bounding box (3x faster on building masks: the reconstruction
-    never sorts the background).
+    8-connected component (``components``: :func:`_components` of ``dist > 0``) in its bounding box
+    (3x faster on building masks: the reconstruction never sorts the background).
 
     Components are separated by zeros, so a maximum's saddle to a higher one elsewhere is 0 and its
     depth is its height; within a box the component's top has no higher maximum, so it is kept
@@ -114,14 +114,14 @@ def _h_maxima(dist: np.ndarray, depth: float, components: tuple | None = None) -
     """
     from skimage.morphology import h_maxima
 
-    comps, boxes = components or _components(dist > 0)
+    comps, boxes = components
     out = np.zeros(dist.shape, dtype=bool)
     for i, box in enumerate(boxes, 1):
         own = comps[box] == i
         sub = np.where(own, dist[box], 0).astype(dist.dtype, copy=False)
-        if float(sub.max()) < depth:
-            continue
         peak = float(sub.max())
+        if peak < depth:
+            continue
         flat = own & (ndimage.maximum_filter(sub, footprint=_EIGHT, mode="constant", cval=0) == sub)
         if (sub[flat] == peak).all() and ndimage.label(flat, structure=_EIGHT)[1] == 1:
             out[box] |= flat
